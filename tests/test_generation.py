@@ -1,0 +1,67 @@
+import pytest
+import torch
+
+from lessons_lib import GPT, GPTConfig, KVCache, generate, generate_text, sample_next_token
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return GPT(GPTConfig(block_size=24, vocab_size=300, n_layer=2, n_head=2, n_embd=32)).eval()
+
+
+def run(model, use_kv_cache, max_new_tokens=40, **kw):
+    g = torch.Generator().manual_seed(7)
+    idx = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    return generate(model, idx, max_new_tokens, generator=g, use_kv_cache=use_kv_cache, **kw)
+
+
+def test_kv_cache_gives_the_same_tokens_as_recompute(model):
+    # 40 new tokens overflow block_size=24, so the fallback past the window is covered too
+    assert torch.equal(run(model, True), run(model, False))
+    assert torch.equal(run(model, True, temperature=0), run(model, False, temperature=0))
+
+
+def test_kv_cache_logits_match_full_forward(model):
+    idx = torch.randint(0, 300, (2, 10))
+    full, _ = model(idx)
+    cache = KVCache(model.config, 2, 24, torch.device("cpu"), torch.float32)
+    first, _ = model(idx[:, :6], kv_cache=cache)
+    rest = [model(idx[:, t : t + 1], kv_cache=cache)[0] for t in range(6, 10)]
+    stepwise = torch.cat([first, *rest], dim=1)
+    assert (stepwise - full).abs().max().item() < 1e-5
+
+
+def test_seeded_sampling_is_reproducible(model):
+    assert torch.equal(run(model, True), run(model, True))
+    g = torch.Generator().manual_seed(8)
+    other = generate(model, torch.tensor([[1, 2, 3], [4, 5, 6]]), 40, generator=g)
+    assert not torch.equal(run(model, True), other)
+
+
+def test_greedy_picks_argmax():
+    logits = torch.tensor([[0.1, 3.0, 0.2], [5.0, 0.0, 1.0]])
+    assert sample_next_token(logits, temperature=0).flatten().tolist() == [1, 0]
+
+
+def test_top_k_and_top_p_restrict_the_choice():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(2000, 1)
+    g = torch.Generator().manual_seed(0)
+    assert set(sample_next_token(logits, top_k=2, generator=g).flatten().tolist()) == {0, 1}
+    assert set(sample_next_token(logits, top_k=None, top_p=0.8, generator=g).flatten().tolist()) == {0, 1}
+    assert set(sample_next_token(logits, top_k=None, top_p=0.81, generator=g).flatten().tolist()) == {0, 1, 2}
+
+
+def test_bad_sampling_settings():
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        sample_next_token(torch.zeros(1, 3), temperature=-1)
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
+        sample_next_token(torch.zeros(1, 3), top_p=1.5)
+
+
+def test_generate_text_is_seeded():
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=32)).eval()
+    a = generate_text(gpt, "Hello", num_sequences=2, max_new_tokens=5, seed=3)
+    assert a == generate_text(gpt, "Hello", num_sequences=2, max_new_tokens=5, seed=3)
+    assert all(t.startswith("Hello") for t in a)

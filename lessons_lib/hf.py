@@ -6,11 +6,16 @@ OpenAI's checkpoint stores its linear layers as ``Conv1D``, whose weight is ``(i
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
 
-from .assets import AssetUnavailableError
+from .assets import AssetUnavailableError, cache_dir
+from .device import SIZES, run_size
 from .model import GPT, GPTConfig
 
 OPENAI_SIZES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
@@ -71,3 +76,132 @@ def load_hf_gpt2(name_or_path: str) -> GPT:
                 raise ValueError(f"{k}: shape {tuple(w.shape)} does not fit {tuple(sd[k].shape)}.")
             sd[k].copy_(w)
     return model
+
+
+# A small randomly initialised GPT-2 in Hugging Face format: what the CI-size lessons load instead of
+# the real weights, so their stored outputs never depend on the network.
+STANDIN_CONFIG = dict(n_layer=2, n_head=4, n_embd=64, n_positions=128, vocab_size=50257)
+STANDIN_SEED = 1234
+
+
+def make_gpt2_standin(folder: str | Path) -> Path:
+    """Save a seeded random ``GPT2LMHeadModel`` (``STANDIN_CONFIG``) into ``folder``.
+
+    Every parameter is drawn from one seeded generator (matrices N(0, 0.02), LayerNorm weights
+    around 1, biases around 0), not from ``transformers``' own init, so the weights are the same
+    with any ``transformers`` version, and no LayerNorm or bias is a plain 1 or 0 that a missed
+    copy could hide behind.
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.utils import logging as hf_logging
+
+    folder = Path(folder)
+    config = GPT2Config(**STANDIN_CONFIG, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    hf = GPT2LMHeadModel(config).eval()
+    gen = torch.Generator().manual_seed(STANDIN_SEED)
+    with torch.no_grad():
+        for name, p in hf.named_parameters():  # lm_head.weight is wte.weight: drawn once
+            noise = torch.randn(p.shape, generator=gen)
+            if ".ln_" in name:  # ln_1, ln_2, ln_f: weight ~ 1, bias ~ 0
+                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * noise)
+            else:  # embeddings, Conv1D weights and biases
+                p.copy_(0.02 * noise)
+    folder.mkdir(parents=True, exist_ok=True)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar: creating it prints nothing
+    try:
+        hf.save_pretrained(folder)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    return folder
+
+
+def _standin_complete(folder: Path) -> bool:
+    """A finished stand-in of the current ``STANDIN_CONFIG`` (an older or half-written one is rebuilt)."""
+    try:
+        saved = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    same = all(saved.get(k) == v for k, v in STANDIN_CONFIG.items())
+    return same and (folder / "model.safetensors").is_file()
+
+
+def gpt2_weights_source(size: str | None = None) -> str:
+    """What to pass to ``GPT.from_pretrained`` / ``GPT2LMHeadModel.from_pretrained`` for "GPT-2".
+
+    Chosen from the run size alone, never from whether the network happens to work:
+
+    - ``"full"``: ``"gpt2"``, the real 124M weights from the Hugging Face hub (downloaded once);
+    - ``"ci"``: the folder of a small random stand-in in Hugging Face format (``STANDIN_CONFIG``),
+      created once in ``cache_dir("hf", "gpt2-standin")`` and reused.
+    """
+    size = size or run_size()
+    if size not in SIZES:
+        raise ValueError(f"size={size!r}; choose one of {SIZES}.")
+    if size == "full":
+        return "gpt2"
+    folder = cache_dir("hf", "gpt2-standin")
+    if not _standin_complete(folder):
+        # build next to it, then move in: the folder is either complete or rebuilt next time
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".gpt2-standin."))
+        try:
+            make_gpt2_standin(tmp)
+            files = sorted(tmp.iterdir(), key=lambda f: f.name == "config.json")  # config.json last
+            for f in files:
+                os.replace(f, folder / f.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(folder)
+
+
+def export_hf_gpt2(model: GPT, out_dir: str | Path) -> Path:
+    """Save ``model`` as a Hugging Face GPT-2 folder (config.json + model.safetensors).
+
+    The reverse of ``load_hf_gpt2``: the four ``Conv1D`` matrices per block are transposed back,
+    and a padded vocabulary (``vocab_multiple > 1``) loses its padding rows, which no token uses.
+    The files are built next to ``out_dir`` and moved in, config.json last, so a crash never
+    leaves a config that points at missing or half-written weights.
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.utils import logging as hf_logging
+
+    from .tokenizer import EOT_TOKEN
+
+    c = model.config
+    eot = EOT_TOKEN if c.vocab_size > EOT_TOKEN else None  # a toy vocabulary has no <|endoftext|>
+    config = GPT2Config(
+        n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
+        vocab_size=c.vocab_size, activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0,
+        attn_pdrop=0.0, tie_word_embeddings=True, bos_token_id=eot, eos_token_id=eot,
+    )  # fmt: skip
+    hf = GPT2LMHeadModel(config).eval()
+    sd_hf = hf.state_dict()
+    sd = {k: v for k, v in sd_hf.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
+    ours = model.state_dict()
+    if set(sd) != set(ours):
+        raise ValueError(
+            f"Parameter names differ from GPT-2's: missing {sorted(set(sd) - set(ours))[:5]}, "
+            f"unexpected {sorted(set(ours) - set(sd))[:5]}."
+        )
+    with torch.no_grad():
+        for k, w in ours.items():
+            if k.endswith(CONV1D_WEIGHTS):
+                w = w.t()
+            elif k in ("transformer.wte.weight", "lm_head.weight"):
+                w = w[: c.vocab_size]  # drop the padding rows
+            sd[k].copy_(w)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        hf.save_pretrained(tmp, safe_serialization=True)
+        for f in sorted(tmp.iterdir(), key=lambda f: f.name == "config.json"):  # config.json last
+            os.replace(f, out_dir / f.name)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

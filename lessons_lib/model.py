@@ -36,9 +36,12 @@ class GPTConfig:
     n_head: int = 12
     n_embd: int = 768
     attention: str = "sdpa"  # "sdpa" (fused kernel) or "explicit" (masked softmax, for teaching)
+    # Round the embedding's rows up to a multiple of this (64 turns 50,257 into 50,304): GPU
+    # matmuls are faster on such "nice" sizes. Logits are still returned for vocab_size tokens only.
+    vocab_multiple: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "vocab_multiple"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}.")
@@ -56,6 +59,10 @@ class GPTConfig:
         if name not in PRESETS:
             raise ValueError(f"Unknown preset {name!r}. Known presets: {', '.join(PRESETS)}.")
         return cls(**{**PRESETS[name], **overrides})
+
+    @property
+    def padded_vocab_size(self) -> int:
+        return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -162,13 +169,13 @@ class GPT(nn.Module):
         self.config = config
         self.transformer = nn.ModuleDict(
             dict(
-                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wte=nn.Embedding(config.padded_vocab_size, config.n_embd),
                 wpe=nn.Embedding(config.block_size, config.n_embd),
                 h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
                 ln_f=nn.LayerNorm(config.n_embd),
             )
         )
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
         # Weight tying: one matrix maps tokens to vectors and vectors back to token scores.
         self.transformer.wte.weight = self.lm_head.weight
         self.apply(self._init_weights)
@@ -208,14 +215,16 @@ class GPT(nn.Module):
         if kv_cache is not None:
             kv_cache.pos += T
         x = self.transformer.ln_f(x)
-        logits = self.lm_head(x)  # (B, T, vocab_size)
+        logits = self.lm_head(x)  # (B, T, padded_vocab_size)
+        if self.config.padded_vocab_size != self.config.vocab_size:
+            logits = logits[..., : self.config.vocab_size]  # padding rows are never predicted
         loss = None
         if targets is not None:
             if targets.shape != idx.shape:
                 raise ValueError(
                     f"targets must have the shape of idx {tuple(idx.shape)}, got {tuple(targets.shape)}."
                 )
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
         return logits, loss
 
     def _check_input(self, idx: torch.Tensor, kv_cache: KVCache | None) -> None:

@@ -1,68 +1,80 @@
-"""Command line, the main job: train a small GPT on Tiny Shakespeare, then sample from it.
+"""Command line, the main job: train a GPT, then sample from it.
 
-python -m lessons_lib.train                    # about 4 minutes on 2 CPU cores
-python -m lessons_lib.train --max-steps 50     # a quick smoke run
+    python -m lessons_lib.train                          # small GPT on Tiny Shakespeare, CPU, ~4 min
+    python -m lessons_lib.train --max-steps 50           # a quick smoke run
+    python -m lessons_lib.train --recipe gpt2-124m       # the GPT-2 124M recipe (GPUs)
+    python -m lessons_lib.train --resume runs/shakespeare/ckpt.pt
+
+Every field of ``RunConfig`` is a flag; a recipe sets the defaults, flags override them.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
-import torch
-
-from .checkpoint import save_checkpoint
-from .data import DataLoaderLite, shakespeare_tokens, train_val_split
-from .device import get_device, seed_everything
-from .generation import generate_text
-from .model import GPT, GPTConfig
-from .training import TrainConfig, train_loop
+from .distributed import shutdown
+from .trainer import RECIPES, RunConfig, Trainer
 from .viz import plot_losses
 
 
-def main(argv: list[str] | None = None) -> None:
-    defaults = TrainConfig()
-    p = argparse.ArgumentParser(description="Train a small GPT on Tiny Shakespeare, then sample from it.")
-    for name, value in asdict(defaults).items():
-        p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
-    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="shakespeare-cpu")
+    p.add_argument("--resume", help="continue the run saved in this checkpoint")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    for f in fields(RunConfig):
+        kind = argparse.BooleanOptionalAction if f.type in ("bool", bool) else None
+        typ = {"int": int, "float": float, "str": str}.get(f.type, f.type)
+        if kind:
+            p.add_argument("--" + f.name.replace("_", "-"), action=kind, default=None)
+        else:
+            p.add_argument("--" + f.name.replace("_", "-"), type=typ, default=None)
     args = p.parse_args(argv)
-    device = get_device(args.device)
-    cfg = TrainConfig(**{k: getattr(args, k) for k in asdict(defaults)})
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    overrides = {
+        f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name) is not None
+    }
+    return args, overrides
 
-    seed_everything(cfg.seed)
-    model_config = GPTConfig.from_preset(cfg.preset)
-    if cfg.seq_len > model_config.block_size:
-        raise SystemExit(
-            f"--seq-len {cfg.seq_len} exceeds the {cfg.preset} block_size {model_config.block_size}."
+
+def main(argv: list[str] | None = None) -> None:
+    args, overrides = parse_args(argv)
+    if args.resume:
+        trainer = Trainer.resume(args.resume, args.device, **overrides)
+    else:
+        trainer = Trainer(replace(RECIPES[args.recipe], **overrides), args.device)
+    cfg, model = trainer.cfg, trainer.model
+    counts = trainer.param_counts
+    if trainer.dist.is_master:
+        print(
+            f"device {trainer.device} | precision {trainer.precision} | model {cfg.model}: "
+            f"{model.num_params():,} parameters | {trainer.grad_accum_steps} micro-batch(es) of "
+            f"{cfg.batch_size}x{cfg.seq_len} per step on {trainer.dist.world_size} process(es)"
         )
-    train_tokens, val_tokens = train_val_split(shakespeare_tokens())
-    train_loader = DataLoaderLite(cfg.batch_size, cfg.seq_len, train_tokens)
-    val_loader = DataLoaderLite(cfg.batch_size, cfg.seq_len, val_tokens)
-    model = GPT(model_config).to(device)
-    print(f"device {device} | model {cfg.preset}: {model.num_params():,} parameters | "
-          f"{len(train_tokens):,} train / {len(val_tokens):,} val tokens")  # fmt: skip
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-
+        print(
+            f"weight decay on {counts.decayed_tensors} tensors ({counts.decayed_params:,} parameters), "
+            f"not on {counts.other_tensors} ({counts.other_params:,})"
+        )
     t0 = time.perf_counter()
-    history = train_loop(
-        model, train_loader, optimizer, cfg.max_steps, val_loader, cfg.eval_interval, cfg.eval_batches
-    )
+    history = trainer.fit(progress=args.progress)
     seconds = time.perf_counter() - t0
+    shutdown(trainer.dist)
+    if not trainer.dist.is_master:
+        return
 
-    save_checkpoint(out / "ckpt.pt", model, train_config=asdict(cfg), step=cfg.max_steps)
-    (out / "history.json").write_text(json.dumps(history))
+    out = Path(cfg.out_dir)
     plot_losses(history, path=out / "loss.png")
-    samples = generate_text(model.eval(), "\n", num_sequences=3, max_new_tokens=64, seed=cfg.seed)
+    samples = trainer.sample("\n", num_sequences=3, max_new_tokens=64)
     (out / "samples.txt").write_text("\n\n---\n\n".join(samples) + "\n", encoding="utf-8")
-    print(f"trained {cfg.max_steps} steps in {seconds:.0f} s | final train loss "
-          f"{history['train_loss'][-1]:.3f} | val loss {history['val_loss'][-1]:.3f}")  # fmt: skip
-    print(f"wrote {out / 'ckpt.pt'}, {out / 'loss.png'}, {out / 'samples.txt'}")
+    print(
+        f"trained to step {trainer.step} in {seconds:.0f} s | final train loss "
+        f"{history['train_loss'][-1]:.3f} | val loss {history['val_loss'][-1]:.3f}"
+    )
+    print(f"wrote {out / 'ckpt.pt'}, {out / 'metrics.jsonl'}, {out / 'loss.png'}, {out / 'samples.txt'}")
+    print("run settings:", asdict(cfg))
     print("sample:\n" + samples[0])
 
 

@@ -1,22 +1,26 @@
-"""The main job and the generation command, end to end at a tiny size."""
+"""The main job and the sampling command, end to end at a tiny size."""
 
 import json
 
+import pytest
+
 from lessons_lib import sample, train
 
-TINY_RUN = ["--preset", "cpu-tiny", "--batch-size", "2", "--seq-len", "32", "--max-steps", "6",
-            "--eval-interval", "3", "--eval-batches", "1"]  # fmt: skip
+TINY_RUN = ["--model", "cpu-tiny", "--batch-size", "2", "--seq-len", "32", "--max-steps", "6",
+            "--warmup-steps", "2", "--eval-interval", "3", "--eval-batches", "1",
+            "--no-progress"]  # fmt: skip
 
 
-def test_train_then_generate(tmp_path, capsys):
+def test_train_then_sample(tmp_path, capsys):
     out = tmp_path / "run"
     train.main([*TINY_RUN, "--out-dir", str(out)])
-    for name in ("ckpt.pt", "loss.png", "samples.txt", "history.json"):
+    for name in ("ckpt.pt", "loss.png", "samples.txt", "metrics.jsonl"):
         assert (out / name).stat().st_size > 0, name
-    history = json.loads((out / "history.json").read_text())
-    assert len(history["train_loss"]) == 6 and history["val_step"] == [0, 3, 5]
-    assert history["train_loss"][-1] < history["train_loss"][0]
-    capsys.readouterr()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(6))
+    assert [r["step"] for r in rows if "val_loss" in r] == [0, 3, 5]
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert "model cpu-tiny: " in capsys.readouterr().out
 
     argv = ["--checkpoint", str(out / "ckpt.pt"), "--prompt", "ROMEO:", "--num-seq", "2", "--max-tokens", "5"]
     sample.main(argv)
@@ -26,8 +30,15 @@ def test_train_then_generate(tmp_path, capsys):
     assert capsys.readouterr().out == first  # seeded
 
 
-def test_seq_len_longer_than_block_size_is_refused(tmp_path):
-    import pytest
+def test_resume_continues_the_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    train.main([*TINY_RUN, "--max-steps", "4", "--out-dir", str(out)])
+    train.main(["--resume", str(out / "ckpt.pt"), "--max-steps", "6", "--no-progress"])
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(6))
+    assert "trained to step 6" in capsys.readouterr().out
 
-    with pytest.raises(SystemExit, match="--seq-len 128 exceeds the cpu-tiny block_size 64"):
-        train.main(["--preset", "cpu-tiny", "--seq-len", "128", "--out-dir", str(tmp_path)])
+
+def test_seq_len_longer_than_block_size_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="seq_len=128 exceeds block_size=64"):
+        train.main(["--model", "cpu-tiny", "--seq-len", "128", "--out-dir", str(tmp_path)])

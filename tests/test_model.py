@@ -132,3 +132,19 @@ def test_n_embd_not_divisible_by_n_head():
 def test_non_positive_config():
     with pytest.raises(ValueError, match="n_layer must be a positive integer, got 0"):
         GPTConfig(n_layer=0)
+
+
+def test_padded_vocabulary_leaves_real_logits_unchanged():
+    plain = small_model()
+    padded = small_model(vocab_multiple=64)
+    assert padded.config.padded_vocab_size == 1024 and padded.lm_head.weight.shape == (1024, 64)
+    with torch.no_grad():
+        for p, q in zip(padded.parameters(), plain.parameters(), strict=True):
+            p.copy_(
+                q if p.shape == q.shape else torch.cat([q, torch.randn(p.size(0) - q.size(0), q.size(1))])
+            )
+    idx = torch.randint(0, 1000, (2, 16))
+    (a, la), (b, lb) = plain(idx, idx), padded(idx, idx)
+    assert b.shape == (2, 16, 1000)
+    assert torch.equal(a, b) and torch.equal(la, lb)
+    assert GPTConfig(vocab_multiple=64).padded_vocab_size == 50304

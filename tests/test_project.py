@@ -19,7 +19,8 @@ def _name(req: str) -> str:
 
 def test_environment_yml_agrees_with_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = {_name(r): r for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    extras = [r for group in project["optional-dependencies"].values() for r in group]
+    wanted = {_name(r): r for r in project["dependencies"] + extras}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     listed = {_name(r): r for r in pip if not r.startswith("-e")}

@@ -18,7 +18,7 @@ from conftest import NOTEBOOK_ENV  # noqa: E402  (one definition of the notebook
 
 
 def main(paths: list[str]) -> None:
-    notebooks = [Path(p) for p in paths] or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    notebooks = [Path(p).resolve() for p in paths] or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     env = {**os.environ, **NOTEBOOK_ENV}
     for nb in notebooks:
         t0 = time.perf_counter()

@@ -1,0 +1,297 @@
+"""Supervised fine-tuning on conversations: teach a pretrained GPT to answer.
+
+The data is conversational JSONL: one conversation per line, a JSON object whose ``messages``
+list holds the turns in order, each ``{"role": ..., "content": ...}`` with role ``"system"``,
+``"user"`` or ``"assistant"`` and a non-empty string content. Every conversation needs at least
+one assistant turn, since only those are learned. Blank lines are skipped. Example line::
+
+    {"messages": [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello."}]}
+
+GPT-2's vocabulary has no chat tokens, so the template marks turns with plain text that the
+tokenizer encodes like any other::
+
+    <|system|>\\n{content}\\n<|user|>\\n{content}\\n<|assistant|>\\n{content}<|endoftext|>
+
+Each assistant turn ends with ``<|endoftext|>`` (id 50256) so the model learns when to stop;
+the next turn's marker follows it directly. The loss covers the assistant's tokens and that
+end token only: the model should learn to answer, not to imitate its users.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .checkpoint import load_model, save_checkpoint
+from .device import get_device
+from .generation import sample_next_token
+from .model import GPT, KVCache
+from .optim import configure_optimizer, cosine_lr
+from .tokenizer import EOT_TOKEN, get_encoding
+
+ROLES = ("system", "user", "assistant")
+IGNORE_INDEX = -100  # F.cross_entropy skips targets equal to this
+
+Conversation = list[dict[str, str]]
+
+
+def _marker(role: str) -> str:
+    return f"<|{role}|>\n"
+
+
+def check_messages(messages, require_assistant: bool = True) -> Conversation:
+    """``messages`` if it is a valid conversation, else a ``ValueError`` saying what is wrong."""
+    if not isinstance(messages, list) or not messages:
+        raise ValueError(f"'messages' must be a non-empty list of turns, got {messages!r:.80}.")
+    for i, m in enumerate(messages, 1):
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            raise ValueError(f"message {i} must be an object with 'role' and 'content', got {m!r:.80}.")
+        if m["role"] not in ROLES:
+            raise ValueError(f"message {i} has unknown role {m['role']!r}; use one of {', '.join(ROLES)}.")
+        if not isinstance(m["content"], str) or not m["content"].strip():
+            raise ValueError(f"message {i} ({m['role']}) has empty content; give it some text.")
+    if require_assistant and not any(m["role"] == "assistant" for m in messages):
+        raise ValueError("no assistant message: the conversation has nothing to learn from.")
+    return messages
+
+
+def load_conversations(path: str | os.PathLike) -> list[Conversation]:
+    """Read a conversational JSONL file (format in the module docstring), checking every line."""
+    path = Path(path)
+    conversations = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}, line {n}: invalid JSON ({exc}).") from exc
+            if not isinstance(obj, dict) or "messages" not in obj:
+                raise ValueError(f"{path}, line {n}: no 'messages' key; expected {{\"messages\": [...]}}.")
+            try:
+                conversations.append(check_messages(obj["messages"]))
+            except ValueError as exc:
+                raise ValueError(f"{path}, line {n}: {exc}") from exc
+    if not conversations:
+        raise ValueError(f"{path} holds no conversations.")
+    return conversations
+
+
+def render_chat(messages: Conversation) -> str:
+    """The conversation as the text the model sees (what ``encode_conversation`` tokenizes)."""
+    parts = []
+    for m in messages:
+        end = "<|endoftext|>" if m["role"] == "assistant" else "\n"
+        parts.append(_marker(m["role"]) + m["content"] + end)
+    return "".join(parts)
+
+
+def encode_conversation(messages: Conversation) -> tuple[list[int], list[int]]:
+    """Token ids of the templated conversation and a mask that is 1 on the assistant's tokens.
+
+    Each piece is encoded on its own, so an answer's tokens never merge with a marker, and
+    a prompt ending in ``<|assistant|>\\n`` tokenizes exactly as in training. Contents are
+    encoded as plain text: a literal "<|endoftext|>" typed by a user is not the end token.
+    """
+    enc = get_encoding()
+    ids, mask = [], []
+    for m in check_messages(messages, require_assistant=False):
+        if m["role"] == "assistant":
+            head = enc.encode(_marker("assistant"))
+            body = enc.encode(m["content"], disallowed_special=()) + [EOT_TOKEN]
+        else:
+            head = enc.encode(_marker(m["role"]) + m["content"] + "\n", disallowed_special=())
+            body = []
+        ids += head + body
+        mask += [0] * len(head) + [1] * len(body)
+    return ids, mask
+
+
+def conversation_example(messages: Conversation, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets (1-D, same length, at most ``block_size``) of one conversation.
+
+    Targets are the next token where that token is the assistant's, -100 elsewhere. A
+    conversation longer than ``block_size + 1`` tokens keeps its beginning: later turns are
+    cut off, possibly mid-answer. One whose first answer starts past the cut is refused.
+    """
+    ids, mask = encode_conversation(messages)
+    ids, mask = ids[: block_size + 1], mask[: block_size + 1]
+    if not any(mask[1:]):
+        raise ValueError(
+            f"The first assistant answer starts after token {block_size + 1}, past the model's "
+            f"context (block_size={block_size}); shorten the earlier turns or drop the conversation."
+        )
+    x = torch.tensor(ids[:-1], dtype=torch.long)
+    targets = [t if keep else IGNORE_INDEX for t, keep in zip(ids[1:], mask[1:], strict=True)]
+    y = torch.tensor(targets, dtype=torch.long)
+    return x, y
+
+
+def pad_batch(examples: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack examples into ``(B, T)`` with T the longest: inputs padded with EOT, targets with -100.
+
+    Padding goes on the right, where causal attention keeps it from touching real positions.
+    """
+    T = max(len(x) for x, _ in examples)
+    xb = torch.full((len(examples), T), EOT_TOKEN, dtype=torch.long)
+    yb = torch.full((len(examples), T), IGNORE_INDEX, dtype=torch.long)
+    for i, (x, y) in enumerate(examples):
+        xb[i, : len(x)], yb[i, : len(y)] = x, y
+    return xb, yb
+
+
+class ChatBatches:
+    """Endless ``(x, y)`` batches of conversations, reshuffled every epoch from ``seed``."""
+
+    def __init__(self, conversations: list[Conversation], batch_size: int, block_size: int, seed: int = 0):
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
+        examples = []
+        for i, messages in enumerate(conversations):
+            try:
+                examples.append(conversation_example(messages, block_size))
+            except ValueError as exc:
+                raise ValueError(f"conversation {i}: {exc}") from exc
+        if not examples:
+            raise ValueError("No conversations to fine-tune on.")
+        self.examples = examples
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order: list[int] = []
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        picked = []
+        while len(picked) < self.batch_size:
+            if not self.order:
+                self.order = torch.randperm(len(self.examples), generator=self.generator).tolist()
+            picked.append(self.examples[self.order.pop()])
+        return pad_batch(picked)
+
+
+def finetune(
+    model: GPT,
+    conversations: list[Conversation],
+    steps: int,
+    batch_size: int = 8,
+    lr: float = 1e-4,
+    min_lr: float | None = None,
+    warmup_steps: int = 0,
+    weight_decay: float = 0.0,
+    grad_clip: float = 1.0,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, list]:
+    """Train ``model`` in place on the assistant turns of ``conversations``; return the history.
+
+    AdamW at ``lr``; with ``min_lr`` set, a warmup + cosine schedule down to it instead of a
+    constant rate. A small rate (1e-5 .. 1e-4) adapts a pretrained model without wiping out
+    what pretraining taught it. ``grad_clip=0`` disables clipping.
+    """
+    if steps <= 0:
+        raise ValueError(f"steps must be a positive integer, got {steps}.")
+    device = next(model.parameters()).device
+    batches = ChatBatches(conversations, batch_size, model.config.block_size, seed)
+    optimizer, _ = configure_optimizer(model, lr=lr, weight_decay=weight_decay)
+    history: dict[str, list] = {"step": [], "loss": [], "lr": []}
+    model.train()
+    bar = tqdm(range(steps), desc="finetune", disable=not progress, mininterval=1.0)
+    for step in bar:
+        step_lr = lr if min_lr is None else cosine_lr(step, lr, min_lr, warmup_steps, steps)
+        for group in optimizer.param_groups:
+            group["lr"] = step_lr
+        x, y = batches.next_batch()
+        _, loss = model(x.to(device), y.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        history["step"].append(step)
+        history["loss"].append(loss.item())
+        history["lr"].append(step_lr)
+        bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", refresh=False)
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def chat(
+    model: GPT,
+    messages: Conversation,
+    max_new_tokens: int = 128,
+    seed: int = 0,
+    temperature: float = 0.7,
+    top_k: int | None = 50,
+) -> str:
+    """The model's next assistant turn after ``messages``, ending where it emits <|endoftext|>.
+
+    ``temperature=0`` is greedy. Once the text outgrows the context, earlier tokens drop off.
+    """
+    enc = get_encoding()
+    param = next(model.parameters())
+    ids = encode_conversation(messages)[0] + enc.encode(_marker("assistant"))
+    idx = torch.tensor([ids], dtype=torch.long, device=param.device)
+    block_size = model.config.block_size
+    cache = KVCache(model.config, 1, block_size, param.device, param.dtype)
+    generator = torch.Generator(device=param.device).manual_seed(seed)
+    reply: list[int] = []
+    for _ in range(max_new_tokens):
+        # the KV cache as in generation.generate, until positions shift past block_size
+        if idx.size(1) <= block_size:
+            logits, _ = model(idx[:, cache.pos :], kv_cache=cache)
+        else:
+            logits, _ = model(idx[:, -block_size:])
+        next_id = sample_next_token(logits[:, -1, :], temperature, top_k, generator=generator)
+        if next_id.item() == EOT_TOKEN:
+            break
+        reply.append(next_id.item())
+        idx = torch.cat((idx, next_id), dim=1)
+    return enc.decode(reply)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Fine-tune a GPT on conversations (JSONL), then chat once.")
+    p.add_argument("--data", required=True, help='JSONL, one {"messages": [...]} conversation per line')
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="a checkpoint written by lessons_lib (train or finetune)")
+    src.add_argument("--pretrained", help="gpt2 ... gpt2-xl, or a Hugging Face GPT-2 folder")
+    p.add_argument("--out-dir", required=True, help="where ckpt.pt is written")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--min-lr", type=float, default=None, help="cosine decay to this (default: constant lr)")
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--max-tokens", type=int, default=128, help="length limit of the sample reply")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    args = p.parse_args(argv)
+    conversations = load_conversations(args.data)
+    device = get_device(args.device)
+    if args.checkpoint:
+        model = load_model(args.checkpoint, device)
+    else:
+        model = GPT.from_pretrained(args.pretrained).to(device)
+    history = finetune(
+        model, conversations, args.steps, args.batch_size, args.lr, args.min_lr, args.warmup_steps,
+        args.weight_decay, args.grad_clip, args.seed, args.progress,
+    )  # fmt: skip
+    path = save_checkpoint(Path(args.out_dir) / "ckpt.pt", model, finetune=vars(args), history=history)
+    print(f"fine-tuned {len(conversations)} conversations for {args.steps} steps | loss "
+          f"{history['loss'][0]:.3f} -> {history['loss'][-1]:.3f} | wrote {path}")  # fmt: skip
+    prompt = conversations[0][: next(i for i, m in enumerate(conversations[0]) if m["role"] == "assistant")]
+    if prompt:
+        print(f"{prompt[-1]['role']}:", prompt[-1]["content"])
+        print("assistant:", chat(model, prompt, args.max_tokens, seed=args.seed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,311 @@
+"""The training run of the GPT-2 124M recipe, at any size (lessons 07, 08, 10).
+
+On top of lesson 05's loop: mixed precision, optional ``torch.compile``, AdamW with decay on 2-D
+tensors only, warmup + cosine learning rate, gradient clipping, gradient accumulation up to a
+token budget per step, validation and samples every N steps, a JSONL metrics log, and
+checkpoints that resume bit-identically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import DataLoaderLite, shakespeare_tokens, train_val_split
+from .device import get_device, seed_everything
+from .distributed import DistInfo, device_for, init_distributed, mean_across_ranks
+from .generation import generate_text
+from .model import GPT, GPTConfig
+from .optim import configure_optimizer, cosine_lr
+from .precision import autocast, grad_scaler, resolve_precision, set_tf32
+from .training import estimate_loss
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class RunConfig:
+    # model
+    model: str = "cpu-small"  # a GPTConfig preset
+    pad_vocab: bool = False  # pad the embedding to a multiple of 64 (50,304): faster GPU matmuls
+    # data
+    data: str = "shakespeare"
+    batch_size: int = 8  # micro-batch B
+    seq_len: int = 128  # T
+    total_batch_tokens: int = 0  # tokens per optimizer step; 0 means one micro-batch per process
+    # optimisation
+    max_steps: int = 250
+    max_lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 25
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0  # 0 disables clipping
+    # speed
+    precision: str = "auto"
+    compile: bool = False
+    # bookkeeping (intervals in steps; 0 disables)
+    eval_interval: int = 50
+    eval_batches: int = 8
+    sample_interval: int = 0
+    checkpoint_interval: int = 0
+    hellaswag_interval: int = 0
+    hellaswag_data: str = "val"  # a split name (downloaded once) or a local JSONL path
+    hellaswag_limit: int = 0  # evaluate the first N examples; 0 means all
+    out_dir: str = "runs/shakespeare"
+    seed: int = 1337
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# Named runs. "gpt2-124m" is the reference recipe (FineWeb-Edu 10B tokens, one epoch).
+RECIPES: dict[str, RunConfig] = {
+    "shakespeare-cpu": RunConfig(),
+    "shakespeare-cpu-tiny": RunConfig(model="cpu-tiny", seq_len=64, max_steps=200, warmup_steps=20),
+    "gpt2-124m": RunConfig(
+        model="gpt2", pad_vocab=True, data="data/fineweb_edu_10B", batch_size=64, seq_len=1024,
+        total_batch_tokens=524_288, max_steps=19_073, max_lr=6e-4, min_lr=6e-5, warmup_steps=715,
+        weight_decay=0.1, grad_clip=1.0, precision="auto", compile=True, eval_interval=250,
+        eval_batches=20, sample_interval=250, checkpoint_interval=1000, hellaswag_interval=250,
+        out_dir="runs/gpt2-124m",
+    ),
+}  # fmt: skip
+
+
+def _rng_state() -> dict:
+    keys, pos = np.random.get_state()[1:3]
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos)},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(("MT19937", state["numpy"]["keys"].numpy().astype(np.uint32), state["numpy"]["pos"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_tuple(x):
+    return tuple(_to_tuple(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+class Trainer:
+    """One training run. ``Trainer(cfg).fit()`` trains; ``Trainer.resume(path).fit()`` continues."""
+
+    def __init__(self, cfg: RunConfig, device: str | torch.device | None = None) -> None:
+        self.cfg = cfg
+        device = get_device(str(device) if device is not None else None)
+        self.dist: DistInfo = init_distributed(device)
+        self.device = device_for(self.dist, device)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        set_tf32(self.precision == "tf32")
+        seed_everything(cfg.seed)
+        overrides = {"vocab_multiple": 64} if cfg.pad_vocab else {}
+        self.model = GPT(GPTConfig.from_preset(cfg.model, **overrides)).to(self.device)
+        if cfg.seq_len > self.model.config.block_size:
+            raise ValueError(f"seq_len={cfg.seq_len} exceeds block_size={self.model.config.block_size}.")
+        # compile for training only; evaluation and generation run the plain module
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        if self.dist.enabled:
+            ids = [self.dist.local_rank] if self.device.type == "cuda" else None
+            self.forward = torch.nn.parallel.DistributedDataParallel(self.forward, device_ids=ids)
+        self.optimizer, self.param_counts = configure_optimizer(
+            self.model, lr=cfg.max_lr, weight_decay=cfg.weight_decay
+        )
+        self.scaler = grad_scaler(self.precision, self.device)
+        self.train_loader, self.val_loader = self._build_loaders()
+        tokens_per_micro = cfg.batch_size * cfg.seq_len * self.dist.world_size
+        total = cfg.total_batch_tokens or tokens_per_micro
+        if total % tokens_per_micro:
+            raise ValueError(
+                f"total_batch_tokens={total} is not a multiple of batch_size x seq_len x processes "
+                f"= {cfg.batch_size} x {cfg.seq_len} x {self.dist.world_size} = {tokens_per_micro}."
+            )
+        self.grad_accum_steps = total // tokens_per_micro
+        self.step = 0
+        self.out_dir = Path(cfg.out_dir)
+        self.history: dict[str, list] = {"step": [], "train_loss": [], "val_step": [], "val_loss": []}
+
+    def _build_loaders(self):
+        B, T = self.cfg.batch_size, self.cfg.seq_len
+        rank = {"process_rank": self.dist.rank, "num_processes": self.dist.world_size}
+        if self.cfg.data == "shakespeare":
+            train, val = train_val_split(shakespeare_tokens())
+            # validation runs on rank 0 alone, over the whole validation stream
+            return DataLoaderLite(B, T, train, **rank), DataLoaderLite(B, T, val)
+        from .fineweb import ShardedDataLoader
+
+        return ShardedDataLoader(B, T, self.cfg.data, "train", **rank), ShardedDataLoader(
+            B, T, self.cfg.data, "val"
+        )
+
+    # --- one optimizer step ------------------------------------------------------------------
+
+    def train_step(self) -> dict:
+        """Accumulate gradients over the micro-batches of one step, clip, update; return metrics."""
+        t0 = time.perf_counter()
+        lr = cosine_lr(self.step, self.cfg.max_lr, self.cfg.min_lr, self.cfg.warmup_steps, self.cfg.max_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = torch.zeros((), device=self.device)
+        for micro in range(self.grad_accum_steps):
+            x, y = self.train_loader.next_batch()
+            x, y = x.to(self.device), y.to(self.device)
+            if self.dist.enabled:  # average gradients across processes once, after the last micro-batch
+                self.forward.require_backward_grad_sync = micro == self.grad_accum_steps - 1
+            with autocast(self.precision, self.device):
+                _, loss = self.forward(x, y)
+            # each micro-batch's mean loss / n: the sum of their gradients is the big batch's
+            loss = loss / self.grad_accum_steps
+            loss_sum += loss.detach().float()
+            self.scaler.scale(loss).backward()
+        loss_value = float(mean_across_ranks(loss_sum, self.dist))
+        if not math.isfinite(loss_value):
+            raise TrainingDivergedError(
+                f"The loss became {loss_value} at step {self.step}. Training stopped; the last "
+                f"checkpoint in {self.out_dir} (if any) is from before. Lower max_lr, raise "
+                "warmup_steps, or use bf16/fp32 instead of fp16."
+            )
+        self.scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
+        )
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        tokens = self.grad_accum_steps * self.cfg.batch_size * self.cfg.seq_len * self.dist.world_size
+        metrics = {"step": self.step, "loss": loss_value, "lr": lr, "grad_norm": float(norm),
+                   "tokens_per_s": tokens / seconds, "ms_per_step": 1000 * seconds}  # fmt: skip
+        self.step += 1
+        return metrics
+
+    def evaluate(self) -> float:
+        with autocast(self.precision, self.device):
+            return estimate_loss(self.model, self.val_loader, self.cfg.eval_batches)
+
+    # --- the run -----------------------------------------------------------------------------
+
+    def fit(self, until: int | None = None, progress: bool = True) -> dict[str, list]:
+        """Train up to step ``until`` (default ``max_steps``); evaluate, sample, log, checkpoint.
+
+        Under torchrun, every process trains; rank 0 alone evaluates, logs and checkpoints.
+        """
+        until = self.cfg.max_steps if until is None else min(until, self.cfg.max_steps)
+        master = self.dist.is_master
+        if master:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            log = open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8")
+        bar = tqdm(
+            total=until, initial=self.step, desc="train", disable=not (progress and master), mininterval=1
+        )
+        try:
+            while self.step < until:
+                step = self.step
+                record = {}
+                if master and (self._due(self.cfg.eval_interval, step) or step == self.cfg.max_steps - 1):
+                    record["val_loss"] = self.evaluate()
+                    self.history["val_step"].append(step)
+                    self.history["val_loss"].append(record["val_loss"])
+                if master and self._due(self.cfg.sample_interval, step) and step > 0:
+                    record["sample"] = self.sample()[0]
+                hellaswag_due = self._due(self.cfg.hellaswag_interval, step) or step == self.cfg.max_steps - 1
+                if master and self.cfg.hellaswag_interval and hellaswag_due:
+                    record["hellaswag"] = self.hellaswag().to_dict()
+                record = {**self.train_step(), **record}
+                self.history["step"].append(step)
+                self.history["train_loss"].append(record["loss"])
+                if master:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    postfix = {"loss": f"{record['loss']:.3f}", "lr": f"{record['lr']:.1e}"}
+                    if self.history["val_loss"]:
+                        postfix["val"] = f"{self.history['val_loss'][-1]:.3f}"
+                    bar.set_postfix(postfix, refresh=False)
+                    bar.update(1)
+                    if self._due(self.cfg.checkpoint_interval, self.step) or self.step == self.cfg.max_steps:
+                        self.save()
+        finally:
+            bar.close()
+            if master:
+                log.close()
+        return self.history
+
+    @staticmethod
+    def _due(interval: int, step: int) -> bool:
+        return interval > 0 and step % interval == 0
+
+    def hellaswag(self):
+        from .hellaswag import evaluate_hellaswag, load_hellaswag
+
+        if not hasattr(self, "_hellaswag_examples"):
+            self._hellaswag_examples = load_hellaswag(
+                self.cfg.hellaswag_data, self.cfg.hellaswag_limit or None
+            )
+        with autocast(self.precision, self.device):
+            return evaluate_hellaswag(self.model, self._hellaswag_examples, progress=False)
+
+    def sample(self, prompt: str = "\n", num_sequences: int = 2, max_new_tokens: int = 32) -> list[str]:
+        self.model.eval()
+        try:
+            return generate_text(self.model, prompt, num_sequences, max_new_tokens, seed=self.cfg.seed)
+        finally:
+            self.model.train()
+
+    # --- checkpoints -------------------------------------------------------------------------
+
+    def save(self, path: str | Path | None = None) -> Path:
+        return save_checkpoint(
+            path or self.out_dir / "ckpt.pt",
+            self.model,
+            run_config=asdict(self.cfg),
+            step=self.step,
+            optimizer=self.optimizer.state_dict(),
+            scaler=self.scaler.state_dict(),
+            train_loader=self.train_loader.state_dict(),
+            rng=_rng_state(),
+            history=self.history,
+        )
+
+    @classmethod
+    def resume(cls, path: str | Path, device: str | torch.device | None = None, **overrides) -> Trainer:
+        """Continue a run from its checkpoint exactly where it stopped."""
+        state = load_checkpoint(path, map_location="cpu")
+        if "run_config" not in state:
+            raise ValueError(
+                f"{path} holds weights only (no run state); load it with lessons_lib.load_model."
+            )
+        cfg = replace(RunConfig.from_dict(state["run_config"]), **overrides)
+        trainer = cls(cfg, device)
+        trainer.model.load_state_dict(state["model"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.scaler.load_state_dict(state["scaler"])
+        trainer.train_loader.load_state_dict(state["train_loader"])
+        trainer.step = state["step"]
+        trainer.history = state["history"]
+        rng = state["rng"]
+        rng["python"] = _to_tuple(rng["python"])
+        _set_rng_state(rng)
+        return trainer

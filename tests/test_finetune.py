@@ -1,0 +1,154 @@
+"""Fine-tuning on conversations: template, loss mask, batches, bad input, training, chat, command."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lessons_lib import EOT_TOKEN, GPT, GPTConfig, get_encoding, load_checkpoint, save_checkpoint
+from lessons_lib import finetune as ft
+from lessons_lib.optim import cosine_lr
+
+DATA = Path(__file__).parent / "data" / "chat_mini.jsonl"
+
+
+@pytest.fixture(scope="module")
+def convs():
+    return ft.load_conversations(DATA)
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(block_size=64, n_layer=2, n_head=2, n_embd=32))
+
+
+def test_load_conversations(convs):
+    assert len(convs) == 8
+    assert convs[1][0] == {"role": "system", "content": "You answer in one short sentence."}
+    assert sum(m["role"] == "assistant" for c in convs for m in c) == 10
+
+
+def test_mask_covers_exactly_the_assistant_tokens(convs):
+    enc = get_encoding()
+    for c in convs:
+        ids, mask = ft.encode_conversation(c)
+        assert len(ids) == len(mask) and set(mask) == {0, 1}
+        assert enc.decode(ids) == ft.render_chat(c)
+        answers = [m["content"] for m in c if m["role"] == "assistant"]
+        masked = [t for t, keep in zip(ids, mask, strict=True) if keep]
+        assert enc.decode(masked) == "".join(a + "<|endoftext|>" for a in answers)
+        assert len(masked) == sum(len(enc.encode(a)) + 1 for a in answers)
+        assert ids.count(EOT_TOKEN) == len(answers) and mask[-1] == 1
+
+
+def test_typed_end_token_is_plain_text():
+    messages = [{"role": "user", "content": "a <|endoftext|> b"}, {"role": "assistant", "content": "ok"}]
+    ids, _ = ft.encode_conversation(messages)
+    assert ids.count(EOT_TOKEN) == 1 and ids[-1] == EOT_TOKEN
+
+
+def test_loss_is_cross_entropy_over_assistant_tokens_only(convs):
+    model = tiny_model().eval()
+    batch = convs[:4]
+    x, y = ft.pad_batch([ft.conversation_example(c, 64) for c in batch])
+    with torch.no_grad():
+        _, loss = model(x, y)
+        total, count = 0.0, 0
+        for c in batch:  # each conversation alone, unpadded
+            ids, mask = ft.encode_conversation(c)
+            logp = F.log_softmax(model(torch.tensor([ids[:-1]]))[0][0], dim=-1)
+            for i in range(len(ids) - 1):
+                if mask[i + 1]:
+                    total -= logp[i, ids[i + 1]].item()
+                    count += 1
+    assert (y != -100).sum().item() == count
+    assert abs(loss.item() - total / count) <= 1e-5
+
+
+def test_batches_are_padded_and_shuffled_by_seed(convs):
+    a, b = ft.ChatBatches(convs, 4, 64, seed=1), ft.ChatBatches(convs, 4, 64, seed=1)
+    inputs = [x for x, _ in a.examples]
+    seen = []
+    for _ in range(2):  # one epoch: every conversation once
+        x, y = a.next_batch()
+        assert torch.equal(x, b.next_batch()[0])
+        T = x.size(1)
+        for r in range(4):
+            i = next(i for i, ex in enumerate(inputs) if len(ex) <= T and torch.equal(x[r, : len(ex)], ex))
+            n = len(inputs[i])
+            assert torch.equal(y[r, :n], a.examples[i][1])
+            assert (x[r, n:] == EOT_TOKEN).all() and (y[r, n:] == -100).all()
+            seen.append(i)
+        assert T == max(len(inputs[i]) for i in seen[-4:]) and y.shape == (4, T)
+    assert sorted(seen) == list(range(8))
+    first = ft.ChatBatches(convs, 4, 64, seed=1).next_batch()[0]
+    assert not torch.equal(ft.ChatBatches(convs, 4, 64, seed=2).next_batch()[0], first)
+
+
+def test_long_conversations_keep_their_beginning(convs):
+    ids, mask = ft.encode_conversation(convs[2])
+    x, y = ft.conversation_example(convs[2], 20)
+    assert x.tolist() == ids[:20]
+    assert y.tolist() == [t if k else -100 for t, k in zip(ids[1:21], mask[1:21], strict=True)]
+    first_answer = mask.index(1)
+    assert (ft.conversation_example(convs[2], first_answer)[1] != -100).sum() == 1
+    with pytest.raises(ValueError, match=rf"conversation 0: .*block_size={first_answer - 1}\)"):
+        ft.ChatBatches([convs[2]], 1, first_answer - 1)
+
+
+GOOD = '{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}'
+
+
+@pytest.mark.parametrize(
+    "bad, error",
+    [
+        ('{"messages": [', "invalid JSON"),
+        ('{"turns": []}', "no 'messages' key"),
+        ('[1, 2]', "no 'messages' key"),
+        ('{"messages": []}', "'messages' must be a non-empty list"),
+        ('{"messages": [{"role": "bot", "content": "x"}]}', "message 1 has unknown role 'bot'"),
+        ('{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": " "}]}',
+         r"message 2 \(assistant\) has empty content"),
+        ('{"messages": [{"role": "user"}]}', "message 1 must be an object with 'role' and 'content'"),
+        ('{"messages": [{"role": "user", "content": "x"}]}', "no assistant message"),
+    ],
+)  # fmt: skip
+def test_bad_lines_name_their_line_number(tmp_path, bad, error):
+    path = tmp_path / "chat.jsonl"
+    path.write_text(f"{GOOD}\n\n{bad}\n{GOOD}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=f"line 3: {error}"):
+        ft.load_conversations(path)
+
+
+def test_empty_file_is_refused(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(ValueError, match="holds no conversations"):
+        ft.load_conversations(tmp_path / "empty.jsonl")
+
+
+def test_finetune_memorises_answers_and_chat_repeats_them(convs):
+    model = tiny_model()
+    pair = [convs[0], convs[3]]  # different questions, different answers
+    history = ft.finetune(model, pair, steps=30, batch_size=2, lr=1e-2, progress=False)
+    assert history["step"] == list(range(30)) and history["lr"] == [1e-2] * 30
+    assert history["loss"][-1] < 0.1 * history["loss"][0]
+    for c in pair:
+        assert ft.chat(model, c[:-1], max_new_tokens=10, temperature=0) == c[-1]["content"]
+
+
+def test_command_finetunes_a_checkpoint(tmp_path, convs, capsys):
+    save_checkpoint(tmp_path / "base.pt", tiny_model())
+    out = tmp_path / "sft"
+    argv = ["--data", str(DATA), "--checkpoint", str(tmp_path / "base.pt"), "--out-dir", str(out),
+            "--steps", "3", "--batch-size", "2", "--lr", "1e-3", "--min-lr", "1e-4", "--warmup-steps", "1",
+            "--max-tokens", "4", "--no-progress"]  # fmt: skip
+    ft.main(argv)
+    state = load_checkpoint(out / "ckpt.pt")
+    assert state["history"]["lr"] == [cosine_lr(s, 1e-3, 1e-4, 1, 3) for s in range(3)]
+    assert state["finetune"]["data"] == str(DATA)
+    printed = capsys.readouterr().out
+    assert "fine-tuned 8 conversations for 3 steps" in printed
+    assert "user: What is the capital of France?\nassistant: " in printed
+    json.dumps(state["finetune"])  # plain data only

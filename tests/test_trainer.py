@@ -1,0 +1,130 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from lessons_lib import GPT, GPTConfig
+from lessons_lib.trainer import RunConfig, Trainer, TrainingDivergedError
+
+TINY = {"model": "cpu-tiny", "batch_size": 2, "seq_len": 16, "max_steps": 6, "warmup_steps": 2,
+        "eval_interval": 3, "eval_batches": 1, "precision": "fp32"}  # fmt: skip
+
+
+def tiny_run(tmp_path, **overrides) -> RunConfig:
+    return RunConfig(**{**TINY, "out_dir": str(tmp_path / "run"), **overrides})
+
+
+def params(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def max_diff(a, b):
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def test_gradient_accumulation_equals_the_large_batch():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=200, n_layer=2, n_head=2, n_embd=32))
+    x, y = torch.randint(0, 200, (8, 16)), torch.randint(0, 200, (8, 16))
+    model(x, y)[1].backward()
+    big = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    for i in range(4):  # the same 8 rows as 4 micro-batches of 2
+        (model(x[2 * i : 2 * i + 2], y[2 * i : 2 * i + 2])[1] / 4).backward()
+    diff = max((p.grad - g).abs().max().item() for p, g in zip(model.parameters(), big, strict=True))
+    assert diff <= 1e-6
+
+
+def test_trainer_accumulates_to_the_token_budget(tmp_path):
+    trainer = Trainer(tiny_run(tmp_path, total_batch_tokens=2 * 16 * 4, max_steps=1))
+    assert trainer.grad_accum_steps == 4
+    before = trainer.train_loader.chunk
+    trainer.train_step()
+    assert trainer.train_loader.chunk - before == 4 * 2 * 16
+    with pytest.raises(ValueError, match=r"not a multiple of batch_size x seq_len x processes = 2 x 16 x 1"):
+        Trainer(tiny_run(tmp_path, total_batch_tokens=100))
+
+
+def test_fit_logs_metrics_and_checkpoints(tmp_path):
+    trainer = Trainer(tiny_run(tmp_path, checkpoint_interval=2))
+    history = trainer.fit(progress=False)
+    assert history["val_step"] == [0, 3, 5] and len(history["train_loss"]) == 6
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(6))
+    assert {"loss", "lr", "grad_norm", "tokens_per_s", "ms_per_step"} <= rows[0].keys()
+    assert "val_loss" in rows[3] and "val_loss" not in rows[2]
+    assert rows[0]["lr"] == pytest.approx(1e-3 / 2)  # warmup
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert (tmp_path / "run" / "ckpt.pt").exists()
+
+
+def test_resume_in_process_is_bit_identical(tmp_path):
+    straight = Trainer(tiny_run(tmp_path / "a"))
+    straight.fit(progress=False)
+    first = Trainer(tiny_run(tmp_path / "b"))
+    first.fit(until=4, progress=False)
+    path = first.save()
+    resumed = Trainer.resume(path)
+    assert resumed.step == 4
+    resumed.fit(progress=False)
+    assert max_diff(params(straight.model), params(resumed.model)) == 0.0
+    assert resumed.history["train_loss"] == straight.history["train_loss"]
+
+
+def test_resume_after_sigkill_is_bit_identical(tmp_path):
+    cfg = tiny_run(tmp_path / "killed", max_steps=8, checkpoint_interval=3)
+    script = textwrap.dedent(f"""
+        import os, signal
+        from lessons_lib.trainer import RunConfig, Trainer
+        trainer = Trainer(RunConfig(**{cfg.__dict__!r}))
+        trainer.fit(until=5, progress=False)  # checkpoints at step 3; steps 4-5 are lost
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], env={**os.environ}, capture_output=True)
+    assert proc.returncode == -9, proc.stderr.decode()
+    resumed = Trainer.resume(tmp_path / "killed" / "run" / "ckpt.pt")
+    assert resumed.step == 3
+    resumed.fit(progress=False)
+    straight = Trainer(tiny_run(tmp_path / "straight", max_steps=8, checkpoint_interval=3))
+    straight.fit(progress=False)
+    assert max_diff(params(straight.model), params(resumed.model)) == 0.0
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    trainer = Trainer(tiny_run(tmp_path, checkpoint_interval=2))
+    trainer.fit(until=2, progress=False)
+    good = (tmp_path / "run" / "ckpt.pt").read_bytes()
+    with torch.no_grad():
+        trainer.model.transformer.ln_f.weight.fill_(float("nan"))
+    with pytest.raises(TrainingDivergedError, match="loss became nan at step 2"):
+        trainer.fit(progress=False)
+    assert (tmp_path / "run" / "ckpt.pt").read_bytes() == good
+
+
+def test_weights_only_checkpoint_cannot_resume(tmp_path):
+    from lessons_lib import save_checkpoint
+
+    save_checkpoint(tmp_path / "w.pt", GPT(GPTConfig.from_preset("cpu-tiny")))
+    with pytest.raises(ValueError, match="holds weights only"):
+        Trainer.resume(tmp_path / "w.pt")
+
+
+def test_hellaswag_every_n_steps_and_shard_data(tmp_path):
+    from pathlib import Path
+
+    from lessons_lib.fineweb import prepare_shards
+
+    docs = [f"Document {i}: " + "the quick brown fox jumps over the lazy dog. " * 20 for i in range(40)]
+    prepare_shards(docs, tmp_path / "shards", shard_size=2000, workers=1, progress=False)
+    mini = Path(__file__).parent / "data" / "hellaswag_mini.jsonl"
+    trainer = Trainer(tiny_run(tmp_path, data=str(tmp_path / "shards"), hellaswag_interval=3,
+                               hellaswag_data=str(mini)))  # fmt: skip
+    trainer.fit(progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    scored = {r["step"]: r["hellaswag"] for r in rows if "hellaswag" in r}
+    assert sorted(scored) == [0, 3, 5]
+    assert all(r["n"] == 8 and 0.0 <= r["acc_norm"] <= 1.0 for r in scored.values())

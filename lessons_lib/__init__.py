@@ -1,18 +1,32 @@
-"""lessons_lib: the finished code of the GPT-2 course. Each module is what one lesson builds."""
+"""lessons_lib: the finished code of the GPT-2 course. Each module is what one lesson builds.
+
+Command lines: ``python -m lessons_lib.train`` (train), ``.sample`` (generate text),
+``.fineweb`` (prepare token shards), ``.hellaswag`` (evaluate), ``.finetune`` (chat fine-tuning).
+"""
 
 from .assets import AssetUnavailableError, cache_dir
 from .checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from .data import DataLoaderLite, load_shakespeare, shakespeare_tokens, train_val_split
 from .device import by_size, get_device, run_size, seed_everything
+from .fineweb import ShardedDataLoader, prepare_shards
 from .generation import generate, generate_text, sample_next_token
+from .hellaswag import evaluate_hellaswag, load_hellaswag
+from .hf import export_hf_gpt2
 from .model import GPT, MLP, PRESETS, Block, CausalSelfAttention, GPTConfig, KVCache
+from .monitor import TrainingMonitor
+from .optim import configure_optimizer, cosine_lr
+from .precision import resolve_precision
 from .tokenizer import EOT_TOKEN, get_encoding
-from .training import TrainConfig, estimate_loss, train_loop
+from .trainer import RECIPES, RunConfig, Trainer, TrainingDivergedError
+from .training import estimate_loss, train_loop
 
 __all__ = [
-    "AssetUnavailableError", "Block", "CausalSelfAttention", "CheckpointError", "DataLoaderLite",
-    "EOT_TOKEN", "GPT", "GPTConfig", "KVCache", "MLP", "PRESETS", "TrainConfig", "by_size",
-    "cache_dir", "estimate_loss", "generate", "generate_text", "get_device", "get_encoding",
-    "load_checkpoint", "load_model", "load_shakespeare", "run_size", "sample_next_token",
-    "save_checkpoint", "seed_everything", "shakespeare_tokens", "train_loop", "train_val_split",
+    "EOT_TOKEN", "GPT", "MLP", "PRESETS", "RECIPES", "AssetUnavailableError", "Block",
+    "CausalSelfAttention", "CheckpointError", "DataLoaderLite", "GPTConfig", "KVCache", "RunConfig",
+    "ShardedDataLoader", "Trainer", "TrainingDivergedError", "TrainingMonitor", "by_size",
+    "cache_dir", "configure_optimizer", "cosine_lr", "estimate_loss", "evaluate_hellaswag",
+    "export_hf_gpt2", "generate", "generate_text", "get_device", "get_encoding", "load_checkpoint",
+    "load_hellaswag", "load_model", "load_shakespeare", "prepare_shards", "resolve_precision",
+    "run_size", "sample_next_token", "save_checkpoint", "seed_everything", "shakespeare_tokens",
+    "train_loop", "train_val_split",
 ]  # fmt: skip

@@ -11,7 +11,8 @@ import torch
 from .assets import AssetUnavailableError, cache_dir, download, offline
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-TINY_SHAKESPEARE_CHARS = 1_115_394  # size of the canonical file; the offline corpus matches it
+# The canonical file's size; the offline corpus ends on the last whole speech before it.
+TINY_SHAKESPEARE_CHARS = 1_115_394
 # Tiny Shakespeare opens with Coriolanus; the rest follow in a fixed order, then all other plays.
 _PLAY_ORDER = (
     "coriolanus", "richard-iii", "the-tempest", "romeo-and-juliet", "richard-ii",

@@ -1,4 +1,4 @@
-"""HellaSwag: does the model pick the sensible ending of an everyday scene? (lesson 07)
+"""HellaSwag: does the model pick the sensible ending of an everyday scene? (lesson 10)
 
 Each example is a context and four endings, one of them right. The model never sees the choices
 side by side; instead every ending is appended to the context ("completion style") and scored by

@@ -31,7 +31,8 @@ def tiktoken_cache_dir() -> Path:
     return cache_dir("tiktoken")
 
 
-def _cache_path(name: str) -> Path:
+def cached_file(name: str) -> Path:
+    """Where tiktoken looks for ``name`` (vocab.bpe or encoder.json): the sha1 of its URL."""
     return tiktoken_cache_dir() / hashlib.sha1((_BASE_URL + name).encode()).hexdigest()
 
 
@@ -46,7 +47,7 @@ def _packaged_file(name: str) -> Path | None:
 
 def _seed_cache() -> None:
     for name, digest in GPT2_FILES.items():
-        dest = _cache_path(name)
+        dest = cached_file(name)
         if dest.is_file() and sha256_of(dest) == digest:
             continue
         src = _packaged_file(name)
@@ -61,7 +62,7 @@ def get_encoding() -> tiktoken.Encoding:
     previous = os.environ.get("TIKTOKEN_CACHE_DIR")
     os.environ["TIKTOKEN_CACHE_DIR"] = str(tiktoken_cache_dir())
     try:
-        if offline() and not all(_cache_path(name).is_file() for name in GPT2_FILES):
+        if offline() and not all(cached_file(name).is_file() for name in GPT2_FILES):
             raise FileNotFoundError("offline mode and no local copy")
         return tiktoken.get_encoding("gpt2")
     except Exception as exc:

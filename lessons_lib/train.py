@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .distributed import shutdown
 from .trainer import RECIPES, RunConfig, Trainer
-from .viz import plot_losses
+from .viz import plot_layer_stats, plot_logit_waterfall, plot_losses
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict]:
@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> None:
 
     out = Path(cfg.out_dir)
     plot_losses(history, path=out / "loss.png")
+    if trainer.monitor:
+        plot_logit_waterfall(trainer.monitor, path=out / "logits_waterfall.png")
+        plot_layer_stats(trainer.monitor, path=out / "layer_stats.png")
     samples = trainer.sample("\n", num_sequences=3, max_new_tokens=64)
     (out / "samples.txt").write_text("\n\n---\n\n".join(samples) + "\n", encoding="utf-8")
     print(

@@ -25,6 +25,7 @@ from .device import get_device, seed_everything
 from .distributed import DistInfo, device_for, init_distributed, mean_across_ranks
 from .generation import generate_text
 from .model import GPT, GPTConfig
+from .monitor import TrainingMonitor
 from .optim import configure_optimizer, cosine_lr
 from .precision import autocast, grad_scaler, resolve_precision, set_tf32
 from .training import estimate_loss
@@ -62,6 +63,7 @@ class RunConfig:
     hellaswag_interval: int = 0
     hellaswag_data: str = "val"  # a split name (downloaded once) or a local JSONL path
     hellaswag_limit: int = 0  # evaluate the first N examples; 0 means all
+    monitor_interval: int = 0  # logit histograms and per-layer stats (lessons_lib.monitor)
     out_dir: str = "runs/shakespeare"
     seed: int = 1337
 
@@ -142,6 +144,9 @@ class Trainer:
                 f"= {cfg.batch_size} x {cfg.seq_len} x {self.dist.world_size} = {tokens_per_micro}."
             )
         self.grad_accum_steps = total // tokens_per_micro
+        self.monitor = None
+        if cfg.monitor_interval and self.dist.is_master:
+            self.monitor = TrainingMonitor(self.model, every=cfg.monitor_interval, record_layers=True)
         self.step = 0
         self.out_dir = Path(cfg.out_dir)
         self.history: dict[str, list] = {"step": [], "train_loss": [], "val_step": [], "val_loss": []}
@@ -169,13 +174,17 @@ class Trainer:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=self.device)
+        if self.monitor:
+            self.monitor.start_step(self.step)
         for micro in range(self.grad_accum_steps):
             x, y = self.train_loader.next_batch()
             x, y = x.to(self.device), y.to(self.device)
             if self.dist.enabled:  # average gradients across processes once, after the last micro-batch
                 self.forward.require_backward_grad_sync = micro == self.grad_accum_steps - 1
             with autocast(self.precision, self.device):
-                _, loss = self.forward(x, y)
+                logits, loss = self.forward(x, y)
+            if self.monitor:
+                self.monitor.observe(self.step, logits)
             # each micro-batch's mean loss / n: the sum of their gradients is the big batch's
             loss = loss / self.grad_accum_steps
             loss_sum += loss.detach().float()
@@ -188,6 +197,8 @@ class Trainer:
                 "warmup_steps, or use bf16/fp32 instead of fp16."
             )
         self.scaler.unscale_(self.optimizer)
+        if self.monitor:
+            self.monitor.observe_grads(self.step)
         norm = torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
         )
@@ -287,6 +298,7 @@ class Trainer:
             train_loader=self.train_loader.state_dict(),
             rng=_rng_state(),
             history=self.history,
+            monitor=self.monitor.state_dict() if self.monitor else None,
         )
 
     @classmethod
@@ -305,6 +317,8 @@ class Trainer:
         trainer.train_loader.load_state_dict(state["train_loader"])
         trainer.step = state["step"]
         trainer.history = state["history"]
+        if trainer.monitor and state.get("monitor"):
+            trainer.monitor.load_state_dict(state["monitor"])
         rng = state["rng"]
         rng["python"] = _to_tuple(rng["python"])
         _set_rng_state(rng)

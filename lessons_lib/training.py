@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from tqdm import tqdm
 
 from .data import DataLoaderLite
 from .model import GPT
-
-
-@dataclass
-class TrainConfig:
-    preset: str = "cpu-small"  # a GPTConfig preset
-    batch_size: int = 8  # B
-    seq_len: int = 128  # T, at most the preset's block_size
-    max_steps: int = 300
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    eval_interval: int = 50
-    eval_batches: int = 8
-    seed: int = 1337
-    out_dir: str = "runs/shakespeare"
 
 
 @torch.no_grad()

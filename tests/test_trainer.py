@@ -128,3 +128,12 @@ def test_hellaswag_every_n_steps_and_shard_data(tmp_path):
     scored = {r["step"]: r["hellaswag"] for r in rows if "hellaswag" in r}
     assert sorted(scored) == [0, 3, 5]
     assert all(r["n"] == 8 and 0.0 <= r["acc_norm"] <= 1.0 for r in scored.values())
+
+
+def test_monitor_records_during_training_and_resumes(tmp_path):
+    trainer = Trainer(tiny_run(tmp_path, monitor_interval=2, checkpoint_interval=3))
+    trainer.fit(until=3, progress=False)
+    resumed = Trainer.resume(tmp_path / "run" / "ckpt.pt")
+    resumed.fit(progress=False)
+    assert resumed.monitor.state_dict()["logits"]["step"] == [0, 2, 4]
+    assert len(resumed.monitor.state_dict()["grads"]["step"]) == 3

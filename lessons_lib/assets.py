@@ -16,7 +16,9 @@ import os
 import shutil
 import tempfile
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 CACHE_ENV = "LESSONS_CACHE"
 OFFLINE_ENV = "LESSONS_OFFLINE"
@@ -46,18 +48,28 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def atomic_copy(src: Path, dest: Path) -> Path:
-    """Copy so that ``dest`` is either absent or complete, never half written."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-    os.close(fd)
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write(f)`` on a temporary file beside ``path``, flush it to disk, then rename it
+    over ``path``: a crash at any moment leaves the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return dest
+    return path
+
+
+def atomic_copy(src: Path, dest: Path) -> Path:
+    """Copy so that ``dest`` is either absent or complete, never half written."""
+    with open(src, "rb") as source:
+        return atomic_write(dest, lambda f: shutil.copyfileobj(source, f))
 
 
 def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 30.0) -> Path:

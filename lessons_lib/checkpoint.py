@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import torch
 
+from .assets import atomic_write
 from .model import GPT, GPTConfig
 
 
@@ -25,18 +25,8 @@ class CheckpointError(ValueError):
 def save_checkpoint(path: str | os.PathLike, model: GPT, **extra) -> Path:
     """Write ``model``'s weights and config plus ``extra`` plain data (step, optimizer state...)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {"model": model.state_dict(), "config": model.config.to_dict(), **extra}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda f: torch.save(state, f))
     return path
 
 

@@ -22,8 +22,7 @@ import argparse
 import itertools
 import json
 import os
-import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from multiprocessing import Pool
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .assets import AssetUnavailableError, offline
+from .assets import AssetUnavailableError, atomic_write, offline
 from .tokenizer import EOT_TOKEN, get_encoding
 
 HUB_DATASET, HUB_SUBSET = "HuggingFaceFW/fineweb-edu", "sample-10BT"
@@ -143,20 +142,6 @@ def _tokenize(doc: str) -> np.ndarray:
     return np.array([EOT_TOKEN, *get_encoding().encode_ordinary(doc)], dtype=np.uint16)
 
 
-def _atomic_write(path: Path, write: Callable) -> None:
-    """Write through a temporary file then rename: ``path`` is old or complete, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _read_progress(out_dir: Path, shard_size: int, source: str) -> dict:
     fresh = {
         "shard_size": shard_size,
@@ -181,7 +166,7 @@ def _read_progress(out_dir: Path, shard_size: int, source: str) -> dict:
 
 
 def _save_progress(out_dir: Path, state: dict) -> None:
-    _atomic_write(out_dir / PROGRESS_FILE, lambda f: f.write(json.dumps(state, indent=1).encode()))
+    atomic_write(out_dir / PROGRESS_FILE, lambda f: f.write(json.dumps(state, indent=1).encode()))
 
 
 def prepare_shards(
@@ -226,7 +211,7 @@ def _write_shards(token_arrays: Iterable[np.ndarray], out_dir: Path, state: dict
     buf, fill = np.empty(size, dtype=np.uint16), 0
 
     def flush(documents: int, doc_offset: int, complete: bool = False) -> None:
-        _atomic_write(out_dir / shard_name(state["next_shard"]), lambda f: np.save(f, buf[:fill]))
+        atomic_write(out_dir / shard_name(state["next_shard"]), lambda f: np.save(f, buf[:fill]))
         state.update(
             next_shard=state["next_shard"] + 1,
             documents=documents,

@@ -23,6 +23,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DataLoaderLite, shakespeare_tokens, train_val_split
 from .device import get_device, seed_everything
 from .distributed import DistInfo, device_for, init_distributed, mean_across_ranks
+from .fineweb import ShardedDataLoader
 from .generation import generate_text
 from .model import GPT, GPTConfig
 from .monitor import TrainingMonitor
@@ -107,10 +108,6 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _to_tuple(x):
-    return tuple(_to_tuple(v) for v in x) if isinstance(x, list | tuple) else x
-
-
 class Trainer:
     """One training run. ``Trainer(cfg).fit()`` trains; ``Trainer.resume(path).fit()`` continues."""
 
@@ -158,8 +155,6 @@ class Trainer:
             train, val = train_val_split(shakespeare_tokens())
             # validation runs on rank 0 alone, over the whole validation stream
             return DataLoaderLite(B, T, train, **rank), DataLoaderLite(B, T, val)
-        from .fineweb import ShardedDataLoader
-
         return ShardedDataLoader(B, T, self.cfg.data, "train", **rank), ShardedDataLoader(
             B, T, self.cfg.data, "val"
         )
@@ -319,7 +314,5 @@ class Trainer:
         trainer.history = state["history"]
         if trainer.monitor and state.get("monitor"):
             trainer.monitor.load_state_dict(state["monitor"])
-        rng = state["rng"]
-        rng["python"] = _to_tuple(rng["python"])
-        _set_rng_state(rng)
+        _set_rng_state(state["rng"])
         return trainer

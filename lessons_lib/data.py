@@ -93,6 +93,14 @@ def train_val_split(tokens: torch.Tensor, val_fraction: float = 0.1) -> tuple[to
     return tokens[:n], tokens[n:]
 
 
+def check_batch_args(B: int, T: int, process_rank: int, num_processes: int) -> None:
+    """The arguments every batch loader shares: positive sizes and a rank among the processes."""
+    if B <= 0 or T <= 0:
+        raise ValueError(f"B and T must be positive, got B={B}, T={T}.")
+    if not 0 <= process_rank < num_processes:
+        raise ValueError(f"process_rank={process_rank} must be in [0, num_processes={num_processes}).")
+
+
 class DataLoaderLite:
     """Contiguous ``(B, T)`` batches from a token stream; targets are the inputs shifted by one.
 
@@ -108,10 +116,7 @@ class DataLoaderLite:
         process_rank: int = 0,
         num_processes: int = 1,
     ) -> None:
-        if B <= 0 or T <= 0:
-            raise ValueError(f"B and T must be positive, got B={B}, T={T}.")
-        if not 0 <= process_rank < num_processes:
-            raise ValueError(f"process_rank={process_rank} must be in [0, num_processes={num_processes}).")
+        check_batch_args(B, T, process_rank, num_processes)
         if tokens is None:
             tokens = train_val_split(shakespeare_tokens())[0]
         tokens = torch.as_tensor(tokens, dtype=torch.long)

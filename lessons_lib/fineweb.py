@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 from .assets import AssetUnavailableError, atomic_write, offline
+from .data import check_batch_args
 from .tokenizer import EOT_TOKEN, get_encoding
 
 HUB_DATASET, HUB_SUBSET = "HuggingFaceFW/fineweb-edu", "sample-10BT"
@@ -298,10 +299,7 @@ class ShardedDataLoader:
         process_rank: int = 0,
         num_processes: int = 1,
     ) -> None:
-        if B <= 0 or T <= 0:
-            raise ValueError(f"B and T must be positive, got B={B}, T={T}.")
-        if not 0 <= process_rank < num_processes:
-            raise ValueError(f"process_rank={process_rank} must be in [0, num_processes={num_processes}).")
+        check_batch_args(B, T, process_rank, num_processes)
         self.B, self.T = B, T
         self.process_rank, self.num_processes = process_rank, num_processes
         self.shards = shard_paths(data_dir, split)

@@ -56,18 +56,24 @@ def config_from_hf(hf_config) -> GPTConfig:
     )
 
 
+def _matching_hf_state(hf, ours: dict) -> dict:
+    """The HF model's parameters (without its causal-mask buffers), checked to have our names."""
+    sd_hf = {k: v for k, v in hf.state_dict().items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
+    if set(ours) != set(sd_hf):
+        raise ValueError(
+            f"Parameter names differ from GPT-2's: missing {sorted(set(ours) - set(sd_hf))[:5]}, "
+            f"unexpected {sorted(set(sd_hf) - set(ours))[:5]}."
+        )
+    return sd_hf
+
+
 def load_hf_gpt2(name_or_path: str) -> GPT:
     """A ``GPT`` holding the weights of a Hugging Face ``GPT2LMHeadModel``."""
     hf = _load_hf_model(name_or_path)
     config = config_from_hf(hf.config)
     model = GPT(config)
     sd = model.state_dict()
-    sd_hf = {k: v for k, v in hf.state_dict().items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
-    if set(sd) != set(sd_hf):
-        raise ValueError(
-            f"Parameter names differ from GPT-2's: missing {sorted(set(sd) - set(sd_hf))[:5]}, "
-            f"unexpected {sorted(set(sd_hf) - set(sd))[:5]}."
-        )
+    sd_hf = _matching_hf_state(hf, sd)
     with torch.no_grad():
         for k, w in sd_hf.items():
             if k.endswith(CONV1D_WEIGHTS):
@@ -176,14 +182,8 @@ def export_hf_gpt2(model: GPT, out_dir: str | Path) -> Path:
         attn_pdrop=0.0, tie_word_embeddings=True, bos_token_id=eot, eos_token_id=eot,
     )  # fmt: skip
     hf = GPT2LMHeadModel(config).eval()
-    sd_hf = hf.state_dict()
-    sd = {k: v for k, v in sd_hf.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
     ours = model.state_dict()
-    if set(sd) != set(ours):
-        raise ValueError(
-            f"Parameter names differ from GPT-2's: missing {sorted(set(sd) - set(ours))[:5]}, "
-            f"unexpected {sorted(set(ours) - set(sd))[:5]}."
-        )
+    sd = _matching_hf_state(hf, ours)
     with torch.no_grad():
         for k, w in ours.items():
             if k.endswith(CONV1D_WEIGHTS):

@@ -7,7 +7,7 @@ Command lines: ``python -m lessons_lib.train`` (train), ``.sample`` (generate te
 from .assets import AssetUnavailableError, cache_dir
 from .checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from .data import DataLoaderLite, load_shakespeare, shakespeare_tokens, train_val_split
-from .device import by_size, get_device, run_size, seed_everything
+from .device import get_device, seed_everything
 from .fineweb import ShardedDataLoader, prepare_shards
 from .generation import generate, generate_text, sample_next_token
 from .hellaswag import evaluate_hellaswag, load_hellaswag
@@ -23,10 +23,10 @@ from .training import estimate_loss, train_loop
 __all__ = [
     "EOT_TOKEN", "GPT", "MLP", "PRESETS", "RECIPES", "AssetUnavailableError", "Block",
     "CausalSelfAttention", "CheckpointError", "DataLoaderLite", "GPTConfig", "KVCache", "RunConfig",
-    "ShardedDataLoader", "Trainer", "TrainingDivergedError", "TrainingMonitor", "by_size",
+    "ShardedDataLoader", "Trainer", "TrainingDivergedError", "TrainingMonitor",
     "cache_dir", "configure_optimizer", "cosine_lr", "estimate_loss", "evaluate_hellaswag",
     "export_hf_gpt2", "generate", "generate_text", "get_device", "get_encoding", "load_checkpoint",
     "load_hellaswag", "load_model", "load_shakespeare", "prepare_shards", "resolve_precision",
-    "run_size", "sample_next_token", "save_checkpoint", "seed_everything", "shakespeare_tokens",
+    "sample_next_token", "save_checkpoint", "seed_everything", "shakespeare_tokens",
     "train_loop", "train_val_split",
 ]  # fmt: skip

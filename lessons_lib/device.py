@@ -1,4 +1,4 @@
-"""Which device to run on, and the run size (CI vs full) every notebook reads (lesson 00)."""
+"""Which device to run on, and seeding for runs that repeat exactly (lesson 00)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import numpy as np
 import torch
 
 DEVICE_ENV = "LESSONS_DEVICE"
-SIZE_ENV = "LESSONS_SIZE"
-SIZES = ("ci", "full")
 
 
 def get_device(preferred: str | None = None) -> torch.device:
@@ -31,20 +29,6 @@ def get_device(preferred: str | None = None) -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def run_size() -> str:
-    """``"ci"`` (default: small, seconds to minutes on 2 CPU cores) or ``"full"`` (GPT-2 124M on a
-    GPU), read from ``$LESSONS_SIZE``."""
-    size = os.environ.get(SIZE_ENV, "ci").strip().lower() or "ci"
-    if size not in SIZES:
-        raise ValueError(f"{SIZE_ENV}={size!r}; set it to 'ci' or 'full'.")
-    return size
-
-
-def by_size(ci, full):
-    """Pick the CI-size or the full-size value of a setting."""
-    return full if run_size() == "full" else ci
 
 
 def seed_everything(seed: int) -> None:

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .model import GPT, KVCache
+from .precision import upcast
 
 
 def sample_next_token(
@@ -27,7 +28,7 @@ def sample_next_token(
         raise ValueError(f"top_p must be in (0, 1], got {top_p}.")
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
-    logits = logits.float() / temperature
+    logits = upcast(logits) / temperature
     if top_k is not None and top_k > 0:
         kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -38,6 +38,7 @@ from .assets import AssetUnavailableError, cache_dir, download
 from .checkpoint import load_model
 from .device import get_device
 from .model import GPT
+from .precision import upcast
 from .tokenizer import get_encoding
 
 SPLITS = ("train", "val", "test")
@@ -161,7 +162,7 @@ def completion_losses(model, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[
     logits = out[0] if isinstance(out, tuple) else out
     scored = mask[:, 1:].bool()
     # only the ending positions go through the softmax: a fraction of the (rows, T, vocab) logits
-    losses = F.cross_entropy(logits[:, :-1][scored].float(), tokens[:, 1:][scored], reduction="none")
+    losses = F.cross_entropy(upcast(logits[:, :-1][scored]), tokens[:, 1:][scored], reduction="none")
     rows = scored.nonzero()[:, 0]
     sum_loss = torch.zeros(len(tokens), device=losses.device).index_add_(0, rows, losses)
     return sum_loss, sum_loss / scored.sum(dim=1)

@@ -6,7 +6,6 @@ OpenAI's checkpoint stores its linear layers as ``Conv1D``, whose weight is ``(i
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -14,8 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .assets import AssetUnavailableError, cache_dir
-from .device import SIZES, run_size
+from .assets import AssetUnavailableError
 from .model import GPT, GPTConfig
 
 OPENAI_SIZES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
@@ -84,83 +82,6 @@ def load_hf_gpt2(name_or_path: str) -> GPT:
     return model
 
 
-# A small randomly initialised GPT-2 in Hugging Face format: what the CI-size lessons load instead of
-# the real weights, so their stored outputs never depend on the network.
-STANDIN_CONFIG = dict(n_layer=2, n_head=4, n_embd=64, n_positions=128, vocab_size=50257)
-STANDIN_SEED = 1234
-
-
-def make_gpt2_standin(folder: str | Path) -> Path:
-    """Save a seeded random ``GPT2LMHeadModel`` (``STANDIN_CONFIG``) into ``folder``.
-
-    Every parameter is drawn from one seeded generator (matrices N(0, 0.02), LayerNorm weights
-    around 1, biases around 0), not from ``transformers``' own init, so the weights are the same
-    with any ``transformers`` version, and no LayerNorm or bias is a plain 1 or 0 that a missed
-    copy could hide behind.
-    """
-    from transformers import GPT2Config, GPT2LMHeadModel
-    from transformers.utils import logging as hf_logging
-
-    folder = Path(folder)
-    config = GPT2Config(**STANDIN_CONFIG, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    hf = GPT2LMHeadModel(config).eval()
-    gen = torch.Generator().manual_seed(STANDIN_SEED)
-    with torch.no_grad():
-        for name, p in hf.named_parameters():  # lm_head.weight is wte.weight: drawn once
-            noise = torch.randn(p.shape, generator=gen)
-            if ".ln_" in name:  # ln_1, ln_2, ln_f: weight ~ 1, bias ~ 0
-                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * noise)
-            else:  # embeddings, Conv1D weights and biases
-                p.copy_(0.02 * noise)
-    folder.mkdir(parents=True, exist_ok=True)
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # no "Writing model shards" bar: creating it prints nothing
-    try:
-        hf.save_pretrained(folder)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
-    return folder
-
-
-def _standin_complete(folder: Path) -> bool:
-    """A finished stand-in of the current ``STANDIN_CONFIG`` (an older or half-written one is rebuilt)."""
-    try:
-        saved = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
-        return False
-    same = all(saved.get(k) == v for k, v in STANDIN_CONFIG.items())
-    return same and (folder / "model.safetensors").is_file()
-
-
-def gpt2_weights_source(size: str | None = None) -> str:
-    """What to pass to ``GPT.from_pretrained`` / ``GPT2LMHeadModel.from_pretrained`` for "GPT-2".
-
-    Chosen from the run size alone, never from whether the network happens to work:
-
-    - ``"full"``: ``"gpt2"``, the real 124M weights from the Hugging Face hub (downloaded once);
-    - ``"ci"``: the folder of a small random stand-in in Hugging Face format (``STANDIN_CONFIG``),
-      created once in ``cache_dir("hf", "gpt2-standin")`` and reused.
-    """
-    size = size or run_size()
-    if size not in SIZES:
-        raise ValueError(f"size={size!r}; choose one of {SIZES}.")
-    if size == "full":
-        return "gpt2"
-    folder = cache_dir("hf", "gpt2-standin")
-    if not _standin_complete(folder):
-        # build next to it, then move in: the folder is either complete or rebuilt next time
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".gpt2-standin."))
-        try:
-            make_gpt2_standin(tmp)
-            files = sorted(tmp.iterdir(), key=lambda f: f.name == "config.json")  # config.json last
-            for f in files:
-                os.replace(f, folder / f.name)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return str(folder)
-
-
 def export_hf_gpt2(model: GPT, out_dir: str | Path) -> Path:
     """Save ``model`` as a Hugging Face GPT-2 folder (config.json + model.safetensors).
 
@@ -181,7 +102,7 @@ def export_hf_gpt2(model: GPT, out_dir: str | Path) -> Path:
         vocab_size=c.vocab_size, activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0,
         attn_pdrop=0.0, tie_word_embeddings=True, bos_token_id=eot, eos_token_id=eot,
     )  # fmt: skip
-    hf = GPT2LMHeadModel(config).eval()
+    hf = GPT2LMHeadModel(config).eval().to(next(model.parameters()).dtype)  # lossless: the model's dtype
     ours = model.state_dict()
     sd = _matching_hf_state(hf, ours)
     with torch.no_grad():

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .precision import upcast
+
 ATTENTION_IMPLS = ("sdpa", "explicit")
 
 # The four OpenAI sizes, plus small sizes that train on two CPU cores in minutes.
@@ -224,7 +226,7 @@ class GPT(nn.Module):
                 raise ValueError(
                     f"targets must have the shape of idx {tuple(idx.shape)}, got {tuple(targets.shape)}."
                 )
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
+            loss = F.cross_entropy(upcast(logits.reshape(-1, logits.size(-1))), targets.reshape(-1))
         return logits, loss
 
     def _check_input(self, idx: torch.Tensor, kv_cache: KVCache | None) -> None:

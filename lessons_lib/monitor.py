@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 
 from .model import Block
+from .precision import upcast
 
 
 def _positive_int(name: str, value) -> int:
@@ -97,7 +98,7 @@ class TrainingMonitor:
             if self._armed is None or layer in self._pending:
                 return
             with torch.no_grad():
-                x = output.detach().float()
+                x = upcast(output.detach())
                 self._pending[layer] = torch.stack([x.mean(), x.std()])  # stays on device: no sync
 
         return hook
@@ -113,7 +114,7 @@ class TrainingMonitor:
         rows = logits.detach().reshape(-1, logits.size(-1))
         # evenly spaced positions, not random ones: the training RNG must not move
         stride = max(1, rows.size(0) // self.positions)
-        sample = rows[::stride][: self.positions].float().flatten()
+        sample = upcast(rows[::stride][: self.positions]).flatten()
         sample = sample[sample.isfinite()]  # a diverged step is the loss check's to report, not ours
         if sample.numel() == 0:
             return False
@@ -123,7 +124,7 @@ class TrainingMonitor:
         else:
             lo, hi = self.logit_range
         counts = torch.histc(sample, bins=self.bins, min=lo, max=hi)
-        below, above = (sample < lo).sum().float(), (sample > hi).sum().float()
+        below, above = (sample < lo).sum().to(sample.dtype), (sample > hi).sum().to(sample.dtype)
         stats = [below, above, sample.mean(), sample.std(correction=0)]
         below, above, mean, std = torch.stack(stats).tolist()  # one device sync for all four
         self.logits["step"].append(step)
@@ -155,7 +156,7 @@ class TrainingMonitor:
             return False
         norms = []
         for block in self.blocks:
-            grads = [p.grad.detach().float().norm() for p in block.parameters() if p.grad is not None]
+            grads = [upcast(p.grad.detach()).norm() for p in block.parameters() if p.grad is not None]
             norms.append(torch.stack(grads).norm() if grads else torch.zeros(()))
         self.grads["step"].append(step)
         self.grads["norm"].append(torch.stack(norms).tolist())

@@ -7,6 +7,9 @@
   7 mantissa bits); parameters, optimizer state and reductions stay fp32.
 - ``fp16``: autocast in float16 (5 exponent bits): gradients can underflow, so the loss is
   scaled up before backward and the gradients scaled back (``torch.amp.GradScaler``).
+- ``fp64``: parameters and activations in float64, no autocast. Several times slower, but its
+  results agree across CPUs and thread counts far beyond the printed digits, where float32's
+  kernels differ in the last bits and training amplifies it; the course's CI size runs in it.
 - ``auto``: the fastest correct choice for the device: bf16 on CUDA GPUs that support it (else
   fp16), bf16 on CPUs with native bf16 instructions (AVX512-BF16/AMX), else fp32; fp32 on MPS.
 """
@@ -17,7 +20,9 @@ import contextlib
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16", "fp64")
+# the dtype of the parameters (and of everything autocast leaves alone) under each precision
+PARAM_DTYPES = {"fp64": torch.float64}
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -39,9 +44,21 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
         return "fp32"
     if precision == "tf32" and device.type != "cuda":
         return "fp32"  # TF32 is an NVIDIA tensor-core format; elsewhere fp32 is what runs
+    if precision == "fp64" and device.type == "mps":
+        raise ValueError("MPS has no float64; use precision fp32 (or run on the CPU).")
     if precision == "fp16" and device.type == "cpu":
         raise ValueError("fp16 autocast is not supported for training on CPU; use bf16 or fp32.")
     return precision
+
+
+def param_dtype(precision: str) -> torch.dtype:
+    """The dtype a model's parameters are kept in under a resolved ``precision``."""
+    return PARAM_DTYPES.get(precision, torch.float32)
+
+
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in at least float32 (bf16/fp16 logits before a softmax or a loss; float64 stays)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def set_tf32(enabled: bool) -> None:

@@ -28,7 +28,7 @@ from .generation import generate_text
 from .model import GPT, GPTConfig
 from .monitor import TrainingMonitor
 from .optim import configure_optimizer, cosine_lr
-from .precision import autocast, grad_scaler, resolve_precision, set_tf32
+from .precision import autocast, grad_scaler, param_dtype, resolve_precision, set_tf32, upcast
 from .training import estimate_loss
 
 
@@ -54,7 +54,7 @@ class RunConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0  # 0 disables clipping
     # speed
-    precision: str = "auto"
+    precision: str = "auto"  # auto, fp32, tf32, bf16, fp16 or fp64 (lessons_lib.precision)
     compile: bool = False
     # bookkeeping (intervals in steps; 0 disables)
     eval_interval: int = 50
@@ -120,7 +120,8 @@ class Trainer:
         set_tf32(self.precision == "tf32")
         seed_everything(cfg.seed)
         overrides = {"vocab_multiple": 64} if cfg.pad_vocab else {}
-        self.model = GPT(GPTConfig.from_preset(cfg.model, **overrides)).to(self.device)
+        model = GPT(GPTConfig.from_preset(cfg.model, **overrides))
+        self.model = model.to(self.device, param_dtype(self.precision))
         if cfg.seq_len > self.model.config.block_size:
             raise ValueError(f"seq_len={cfg.seq_len} exceeds block_size={self.model.config.block_size}.")
         # compile for training only; evaluation and generation run the plain module
@@ -168,7 +169,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        loss_sum = torch.zeros((), device=self.device)
+        loss_sum = torch.zeros((), device=self.device, dtype=param_dtype(self.precision))
         if self.monitor:
             self.monitor.start_step(self.step)
         for micro in range(self.grad_accum_steps):
@@ -182,7 +183,7 @@ class Trainer:
                 self.monitor.observe(self.step, logits)
             # each micro-batch's mean loss / n: the sum of their gradients is the big batch's
             loss = loss / self.grad_accum_steps
-            loss_sum += loss.detach().float()
+            loss_sum += upcast(loss.detach())
             self.scaler.scale(loss).backward()
         loss_value = float(mean_across_ranks(loss_sum, self.dist))
         if not math.isfinite(loss_value):

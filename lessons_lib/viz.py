@@ -1,5 +1,6 @@
 """Plots the lessons and the training job draw. Each returns a matplotlib ``Figure`` (no pyplot
-state, so they work headless) and saves it when given a ``path``.
+state, so they work headless) and saves it when given a ``path``. In Jupyter such a Figure shows
+as a picture wherever it is a cell's value or passed to ``display``.
 
 Losses and the learning-rate schedule come from the run's history; logit histograms and
 per-layer statistics from a ``TrainingMonitor`` (or its ``state_dict()``, e.g. out of a
@@ -23,6 +24,27 @@ from matplotlib.figure import Figure
 from .assets import atomic_write
 from .model import GPT
 from .monitor import TrainingMonitor
+from .precision import upcast
+
+
+def _show_figures_inline() -> None:
+    """Make IPython render ``Figure`` objects as PNG, not as ``<Figure size ...>`` text.
+
+    Jupyter's inline backend registers that formatter only once a pyplot figure exists; figures
+    made without pyplot (all of ours) would otherwise display as their repr.
+    """
+    try:
+        from IPython import get_ipython
+        from IPython.core.pylabtools import print_figure
+    except ImportError:  # no IPython: nothing displays figures anyway
+        return
+    shell = get_ipython()
+    if shell is not None:
+        png = shell.display_formatter.formatters["image/png"]
+        png.for_type(Figure, lambda fig: print_figure(fig, "png", bbox_inches="tight", dpi=110))
+
+
+_show_figures_inline()
 
 
 def _save(fig: Figure, path: str | Path | None) -> Figure:
@@ -128,32 +150,39 @@ def plot_logit_waterfall(
     source: TrainingMonitor | dict, path: str | Path | None = None, max_lines: int = 30
 ) -> Figure:
     """TensorBoard's histogram view: one filled curve per recorded step, later steps in front.
-    Widening curves mean growing logits (over-confidence); a drifting centre, a biased head."""
+    Widening curves mean growing logits (over-confidence); a drifting centre, a biased head.
+
+    Every record is re-binned onto one set of bins spanning all of them and drawn as a density
+    (fraction per unit of logit), so a narrow early distribution stands tall and a wide late one
+    low, whatever range each record was histogrammed over."""
     logits = _logit_records(source)
     if not isinstance(max_lines, int) or max_lines < 2:
         raise ValueError(f"max_lines must be an integer >= 2, got {max_lines!r}.")
     picked = _pick(len(logits["step"]), max_lines)
     steps = [logits["step"][i] for i in picked]
+    lo = min(r[0] for r in logits["range"])
+    hi = max(r[1] for r in logits["range"])
+    edges = np.linspace(lo, hi, max(len(c) for c in logits["counts"]) + 1)
+    x = (edges[:-1] + edges[1:]) / 2
     cmap = matplotlib.colormaps["viridis"]
     fig = Figure(figsize=(8, 5.5))
     ax = fig.add_subplot(projection="3d")
     top = 0.0
     for j, i in enumerate(picked):
-        x, freq = _histogram(logits, i)
+        density = _rebinned(logits, i, edges) / (edges[1] - edges[0])
         color = cmap(j / max(1, len(picked) - 1))
-        outline = [(x[0], 0.0), *zip(x, freq, strict=True), (x[-1], 0.0)]
+        outline = [(x[0], 0.0), *zip(x, density, strict=True), (x[-1], 0.0)]
         ax.add_collection3d(PolyCollection([outline], facecolors=[color], alpha=0.5), zs=steps[j], zdir="y")
-        ax.plot(x, np.full_like(x, steps[j]), freq, color=color, lw=1)
-        top = max(top, float(freq.max()))
-    lo = min(r[0] for r in logits["range"])
-    hi = max(r[1] for r in logits["range"])
+        ax.plot(x, np.full_like(x, steps[j]), density, color=color, lw=1)
+        top = max(top, float(density.max()))
     ax.set_xlim(lo, hi)
     first, last = (steps[0], steps[-1]) if len(steps) > 1 else (steps[0] - 1, steps[0] + 1)
     ax.set_ylim(last, first)  # reversed: the latest step nearest the viewer
     ax.set_zlim(0, top * 1.05 or 1.0)
     ax.set_xlabel("logit value")
     ax.set_ylabel("step")
-    ax.set_zlabel("fraction of logits")
+    ax.set_zlabel("density (fraction per unit logit)")
+    ax.set_title("Output logits over training: density on shared bins")
     ax.view_init(elev=30, azim=-70)
     return _save(fig, path)
 
@@ -191,6 +220,7 @@ def plot_logit_heatmap(
     fig.colorbar(mesh, ax=ax, label="fraction of logits" + (" (log scale)" if log_scale else ""))
     ax.set_xlabel("step")
     ax.set_ylabel("logit value")
+    ax.set_title("Output logits over training: fraction per bin")
     return _save(fig, path)
 
 
@@ -277,7 +307,7 @@ def attention_maps(
 
     def hook_for(layer: int):
         def hook(module, inputs, qkv: torch.Tensor) -> None:
-            q, k, _ = qkv.float().split(n_embd, dim=2)
+            q, k, _ = upcast(qkv).split(n_embd, dim=2)
             B, T, _ = q.shape
             q = q.view(B, T, n_head, -1).transpose(1, 2)  # (B, nh, T, hs)
             k = k.view(B, T, n_head, -1).transpose(1, 2)

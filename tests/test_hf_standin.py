@@ -5,7 +5,7 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from lessons_lib import GPT
-from lessons_lib.hf import STANDIN_CONFIG, gpt2_weights_source
+from lessons_lib.course import STANDIN_CONFIG, gpt2_weights_source
 
 
 @pytest.fixture

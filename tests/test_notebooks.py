@@ -1,6 +1,7 @@
 """Structure of every lesson notebook (nbval separately re-executes them and compares outputs)."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,7 @@ def test_header_badge_setup_and_size(path):
     assert "CI size" in title and "full size" in title
     setup = next(source(c) for c in nb if c["cell_type"] == "code")
     assert f"git+{REPO}" in setup and "google.colab" in setup
-    assert any("run_size()" in source(c) for c in nb if c["cell_type"] == "code")
+    assert any("course.setup()" in source(c) for c in nb if c["cell_type"] == "code")
     assert any("Exercises" in source(c) for c in nb if c["cell_type"] == "markdown")
 
 
@@ -50,3 +51,31 @@ def test_stored_outputs_are_a_baseline(path):
     assert counts == list(range(1, len(code) + 1)), "not executed top to bottom in one kernel"
     for c in code:
         assert not any(o["output_type"] == "error" for o in c["outputs"]), source(c)[:80]
+
+
+# plt.show(), a lessons_lib.viz plot_*(...) call, or a figure as the cell's value
+DRAWS = re.compile(r"plt\.show\(\)|^(?!def ).*\bplot_\w+\(|^display\(fig|^fig$", re.M)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_figure_is_stored_as_a_picture(path):
+    """nbval never compares images, so a figure stored only as ``<Figure size ...>`` text goes unseen."""
+    for c in cells(path):
+        if c["cell_type"] != "code":
+            continue
+        shown = ("display_data", "execute_result")
+        data = [o.get("data", {}) for o in c["outputs"] if o["output_type"] in shown]
+        text_only = [d for d in data if "image/png" not in d]
+        as_text = [d for d in text_only if "<Figure size" in "".join(d.get("text/plain", ""))]
+        assert not as_text, f"a figure stored as text only: {source(c)[:80]!r}"
+        if DRAWS.search(source(c)):
+            assert any("image/png" in d for d in data), f"draws but stores no picture: {source(c)[:80]!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_uncompared_cells_say_why(path):
+    """A cell nbval does not compare starts with a comment giving the reason (timings, hardware facts)."""
+    for c in cells(path):
+        if "nbval-ignore-output" in c.get("metadata", {}).get("tags", []):
+            first = source(c).lstrip().splitlines()[0]
+            assert first.startswith("# ") and "not compared" in first, source(c)[:80]

@@ -182,21 +182,26 @@ def test_monitor_rejects_bad_settings(kwargs, match):
 # --- the plots ---------------------------------------------------------------------------------
 
 
-def test_logit_waterfall_draws_one_curve_per_recorded_step(tmp_path):
-    monitor = synthetic_monitor(steps=5, bins=20)
+def test_logit_waterfall_draws_densities_on_shared_bins(tmp_path):
+    monitor = synthetic_monitor(steps=5, bins=20)  # each record histogrammed over its own range
     fig = plot_logit_waterfall(monitor, path=tmp_path / "w.png")
     (ax,) = fig.axes
     assert ax.name == "3d"
     assert len(ax.lines) == 5 and len(ax.collections) == 5
+    xs0 = ax.lines[0].get_data_3d()[0]
     for line, step in zip(ax.lines, [0, 10, 20, 30, 40], strict=True):
         xs, ys, zs = line.get_data_3d()
         assert len(xs) == 20 and set(ys) == {step}
-        assert zs.sum() == pytest.approx(1.0)  # fractions of the sampled logits
+        np.testing.assert_array_equal(xs, xs0)  # the same bins for every step
+        assert (zs * (xs[1] - xs[0])).sum() == pytest.approx(1.0)  # a density: integrates to 1
+    peaks = [line.get_data_3d()[2].max() for line in ax.lines]
+    assert peaks[0] > 2 * peaks[-1]  # narrow early distribution stands tall, the wide late one low
     assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_zlabel()) == (
         "logit value",
         "step",
-        "fraction of logits",
+        "density (fraction per unit logit)",
     )
+    assert ax.get_title()
     assert (tmp_path / "w.png").read_bytes()[:8] == PNG
 
 

@@ -164,7 +164,7 @@ def completion_losses(model, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[
     # only the ending positions go through the softmax: a fraction of the (rows, T, vocab) logits
     losses = F.cross_entropy(upcast(logits[:, :-1][scored]), tokens[:, 1:][scored], reduction="none")
     rows = scored.nonzero()[:, 0]
-    sum_loss = torch.zeros(len(tokens), device=losses.device).index_add_(0, rows, losses)
+    sum_loss = torch.zeros(len(tokens), device=losses.device, dtype=losses.dtype).index_add_(0, rows, losses)
     return sum_loss, sum_loss / scored.sum(dim=1)
 
 

@@ -5,7 +5,7 @@ import torch
 
 from lessons_lib import GPT, GPTConfig
 from lessons_lib.optim import configure_optimizer, cosine_lr
-from lessons_lib.precision import autocast, resolve_precision
+from lessons_lib.precision import autocast, param_dtype, resolve_precision, upcast
 
 
 def test_weight_decay_on_2d_tensors_only():
@@ -38,6 +38,17 @@ def test_precision_resolution_and_errors():
         resolve_precision("fp8", "cpu")
     with pytest.raises(ValueError, match="fp16 autocast is not supported for training on CPU"):
         resolve_precision("fp16", "cpu")
+    assert resolve_precision("fp64", "cpu") == "fp64"
+    with pytest.raises(ValueError, match="MPS has no float64"):
+        resolve_precision("fp64", "mps")
+
+
+def test_param_dtype_and_upcast():
+    assert param_dtype("fp64") == torch.float64
+    assert all(param_dtype(p) == torch.float32 for p in ("fp32", "tf32", "bf16", "fp16"))
+    for dtype, expected in [(torch.bfloat16, torch.float32), (torch.float16, torch.float32),
+                            (torch.float32, torch.float32), (torch.float64, torch.float64)]:  # fmt: skip
+        assert upcast(torch.ones(2, dtype=dtype)).dtype == expected
 
 
 def test_bf16_autocast_runs_matmuls_in_bf16():

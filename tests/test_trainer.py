@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import subprocess
 import sys
@@ -137,3 +138,26 @@ def test_monitor_records_during_training_and_resumes(tmp_path):
     resumed.fit(progress=False)
     assert resumed.monitor.state_dict()["logits"]["step"] == [0, 2, 4]
     assert len(resumed.monitor.state_dict()["grads"]["step"]) == 3
+
+
+def test_fp64_run_keeps_float64_everywhere(tmp_path):
+    """precision="fp64" with torch's default dtype left at float32: weights, optimizer state, losses,
+    the monitor and HellaSwag all stay float64 (the CI-size lessons train this way)."""
+    from pathlib import Path
+
+    from lessons_lib.fineweb import prepare_shards
+
+    assert torch.get_default_dtype() == torch.float32
+    docs = [f"Document {i}: " + "the quick brown fox jumps over the lazy dog. " * 20 for i in range(40)]
+    prepare_shards(docs, tmp_path / "shards", shard_size=2000, workers=1, progress=False)
+    mini = Path(__file__).parent / "data" / "hellaswag_mini.jsonl"
+    cfg = tiny_run(tmp_path, data=str(tmp_path / "shards"), precision="fp64", max_steps=3,
+                   hellaswag_interval=2, hellaswag_data=str(mini), monitor_interval=1)  # fmt: skip
+    trainer = Trainer(cfg)
+    history = trainer.fit(progress=False)
+    assert {p.dtype for p in trainer.model.parameters()} == {torch.float64}
+    exp_avg = [s["exp_avg"] for s in trainer.optimizer.state.values()]
+    assert exp_avg and {t.dtype for t in exp_avg} == {torch.float64}
+    assert len(history["train_loss"]) == 3 and all(math.isfinite(v) for v in history["train_loss"])
+    assert trainer.monitor.logits["step"] == [0, 1, 2]
+    assert trainer.hellaswag().n == 8

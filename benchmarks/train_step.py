@@ -1,11 +1,13 @@
 """Training-step speed: lessons_lib's GPT against transformers' GPT2LMHeadModel, and its MFU.
 
-One step is what a training loop pays per batch: ``zero_grad``, forward with the loss, backward,
-AdamW ``step``. Both models get the same shape (n_layer, n_head, n_embd, block_size, vocab 50,257,
-no dropout), the same batch, the same number format and the same optimiser with the same flags,
-so the ratio between them is a fair peer comparison. A third row, "lessons_lib best", uses
-lessons_lib's own choices: ``configure_optimizer`` (fused AdamW, decay groups), the vocabulary
-padded to a multiple of 64, precision ``auto`` and, with ``--compile``, ``torch.compile``.
+One step is what a training loop pays per batch: ``lessons_lib.loop.train_step``, the step every
+loop in the library takes (``zero_grad``, forward with the loss, backward, AdamW ``step``), with
+its features off; transformers' model goes through the same function. Both models get the same
+shape (n_layer, n_head, n_embd, block_size, vocab 50,257, no dropout), the same batch, the same
+number format and the same optimiser with the same flags, so the ratio between them is a fair
+peer comparison. A third row, "lessons_lib best", uses lessons_lib's own choices:
+``configure_optimizer`` (fused AdamW, decay groups), the vocabulary padded to a multiple of 64,
+precision ``auto`` and, with ``--compile``, ``torch.compile``.
 
 Variants run interleaved (A, B, C, then C, B, A, ...) so that noise from a shared machine hits
 all of them; each reports the median over ``--repeats``.
@@ -41,6 +43,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from lessons_lib.data import DataLoaderLite
+from lessons_lib.loop import train_step
 from lessons_lib.model import GPT, PRESETS, GPTConfig
 from lessons_lib.optim import configure_optimizer
 from lessons_lib.precision import autocast, cpu_has_native_bf16, resolve_precision, set_tf32
@@ -150,25 +154,33 @@ def _hf_model(config: GPTConfig) -> torch.nn.Module:
     return GPT2LMHeadModel(hf_config)
 
 
+class _HFLoss(torch.nn.Module):
+    """``GPT2LMHeadModel`` called like lessons_lib's GPT, ``model(x, y) -> (logits, loss)``, so the
+    same ``train_step`` drives it. transformers shifts ``labels`` itself, so it gets the inputs."""
+
+    def __init__(self, hf: torch.nn.Module) -> None:
+        super().__init__()
+        self.hf = hf
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.hf(input_ids=x, labels=x)
+        return out.logits, out.loss
+
+
 def make_variant(
     impl: str,
     config: GPTConfig,
     precision: str,
-    idx: torch.Tensor,
-    targets: torch.Tensor,
+    data: DataLoaderLite,
     compile_model: bool = False,
 ) -> Variant:
     """Build the model and optimiser of one row; ``impl`` picks which (see the module docstring)."""
-    device = idx.device
+    device = data.tokens.device
     resolved = resolve_precision(precision, device)
     torch.manual_seed(0)
     if impl == PEER:
-        model = _hf_model(config).to(device).train()
+        model = _HFLoss(_hf_model(config)).to(device).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY, betas=BETAS)
-
-        def forward() -> torch.Tensor:
-            return model(input_ids=idx, labels=idx).loss  # shifts the labels internally
-
     elif impl in ("lessons_lib", "lessons_lib best"):
         best = impl == "lessons_lib best"
         model = GPT(GPTConfig(**{**config.to_dict(), "vocab_multiple": 64 if best else 1})).to(device).train()
@@ -176,20 +188,12 @@ def make_variant(
             optimizer, _ = configure_optimizer(model, lr=LR, weight_decay=WEIGHT_DECAY, betas=BETAS)
         else:
             optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY, betas=BETAS)
-        run = torch.compile(model) if best and compile_model else model
-
-        def forward() -> torch.Tensor:
-            return run(idx, targets)[1]
-
+        model = torch.compile(model) if best and compile_model else model
     else:
         raise ValueError(f"impl={impl!r}; choose 'lessons_lib', 'lessons_lib best' or {PEER!r}.")
 
     def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(resolved, device):
-            loss = forward()
-        loss.backward()
-        optimizer.step()
+        train_step(model, optimizer, data, precision=resolved)
 
     return Variant(impl, precision, resolved, step)
 
@@ -225,13 +229,11 @@ def benchmark_config(
     if T > config.block_size:
         raise ValueError(f"Sequence length {T} is longer than {name}'s block_size={config.block_size}.")
     gen = torch.Generator().manual_seed(0)
-    idx = torch.randint(0, VOCAB_SIZE, (B, T), generator=gen).to(device)
-    targets = torch.randint(0, VOCAB_SIZE, (B, T), generator=gen).to(device)
+    # B*T+1 random tokens on the device: a loader whose every batch is the same one
+    data = DataLoaderLite(B, T, torch.randint(0, VOCAB_SIZE, (B * T + 1,), generator=gen).to(device))
 
-    variants = [
-        make_variant(impl, config, p, idx, targets) for p in precisions for impl in ("lessons_lib", PEER)
-    ]
-    variants.append(make_variant("lessons_lib best", config, "auto", idx, targets, compile_model))
+    variants = [make_variant(impl, config, p, data) for p in precisions for impl in ("lessons_lib", PEER)]
+    variants.append(make_variant("lessons_lib best", config, "auto", data, compile_model))
     # Fastest number format first: its warm-up time is the yardstick for the estimates.
     order = sorted(variants, key=lambda v: -peaks[v.resolved])
     reference: tuple[float, float] | None = None  # (seconds per step, peak) of the first variant

@@ -11,14 +11,15 @@ from .device import get_device, seed_everything
 from .fineweb import ShardedDataLoader, prepare_shards
 from .generation import generate, generate_text, sample_next_token
 from .hellaswag import evaluate_hellaswag, load_hellaswag
-from .hf import export_hf_gpt2
+from .hf import export_hf_gpt2, load_hf_gpt2
+from .loop import TrainingDivergedError, estimate_loss, train_loop, train_step
 from .model import GPT, MLP, PRESETS, Block, CausalSelfAttention, GPTConfig, KVCache
 from .monitor import TrainingMonitor
 from .optim import configure_optimizer, cosine_lr
 from .precision import resolve_precision
+from .run import RECIPES, RunConfig, Trainer
 from .tokenizer import EOT_TOKEN, get_encoding
-from .trainer import RECIPES, RunConfig, Trainer, TrainingDivergedError
-from .training import estimate_loss, train_loop
+from .utils import mode, positive_int
 
 __all__ = [
     "EOT_TOKEN", "GPT", "MLP", "PRESETS", "RECIPES", "AssetUnavailableError", "Block",
@@ -26,7 +27,7 @@ __all__ = [
     "ShardedDataLoader", "Trainer", "TrainingDivergedError", "TrainingMonitor",
     "cache_dir", "configure_optimizer", "cosine_lr", "estimate_loss", "evaluate_hellaswag",
     "export_hf_gpt2", "generate", "generate_text", "get_device", "get_encoding", "load_checkpoint",
-    "load_hellaswag", "load_model", "load_shakespeare", "prepare_shards", "resolve_precision",
-    "sample_next_token", "save_checkpoint", "seed_everything", "shakespeare_tokens",
-    "train_loop", "train_val_split",
+    "load_hellaswag", "load_hf_gpt2", "load_model", "load_shakespeare", "mode", "positive_int",
+    "prepare_shards", "resolve_precision", "sample_next_token", "save_checkpoint", "seed_everything",
+    "shakespeare_tokens", "train_loop", "train_step", "train_val_split",
 ]  # fmt: skip

@@ -109,7 +109,7 @@ def _standin_complete(folder: Path) -> bool:
 
 
 def gpt2_weights_source(size: str | None = None) -> str:
-    """What to pass to ``GPT.from_pretrained`` / ``GPT2LMHeadModel.from_pretrained`` for "GPT-2".
+    """What to pass to ``load_hf_gpt2`` / ``GPT2LMHeadModel.from_pretrained`` for "GPT-2".
 
     Chosen from the run size alone, never from whether the network happens to work:
 

@@ -1,14 +1,18 @@
-"""Text as token ids, and batches of it: Tiny Shakespeare and ``DataLoaderLite`` (lesson 01)."""
+"""Text as token ids, and batches of it: Tiny Shakespeare and ``DataLoaderLite``, the one batch
+loader (lesson 01)."""
 
 from __future__ import annotations
 
 import importlib.util
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .assets import AssetUnavailableError, cache_dir, download, offline
+from .utils import positive_int
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 # The canonical file's size; the offline corpus ends on the last whole speech before it.
@@ -93,68 +97,100 @@ def train_val_split(tokens: torch.Tensor, val_fraction: float = 0.1) -> tuple[to
     return tokens[:n], tokens[n:]
 
 
-def check_batch_args(B: int, T: int, process_rank: int, num_processes: int) -> None:
-    """The arguments every batch loader shares: positive sizes and a rank among the processes."""
-    if B <= 0 or T <= 0:
-        raise ValueError(f"B and T must be positive, got B={B}, T={T}.")
-    if not 0 <= process_rank < num_processes:
-        raise ValueError(f"process_rank={process_rank} must be in [0, num_processes={num_processes}).")
-
-
 class DataLoaderLite:
-    """Contiguous ``(B, T)`` batches from a token stream; targets are the inputs shifted by one.
+    """Contiguous ``(B, T)`` batches from token shards; targets are the inputs shifted by one.
 
-    Each process (``process_rank`` of ``num_processes``) reads its own B*T slice of every
-    B*T*num_processes chunk, so ranks never overlap. At the end of the stream it wraps around.
+    ``tokens`` is one 1-D token stream held in memory, a single shard, or a sequence of shards read
+    in order (``ShardedDataLoader`` passes files on disk). Each process (``process_rank`` of
+    ``num_processes``) reads its own B*T slice of every B*T*num_processes chunk, so ranks never
+    overlap. When the next chunk does not fit in the current shard, every rank moves to the next
+    shard at the same step (the few tokens left over are skipped); after the last shard it wraps
+    to the first. Its state is ``{"shard", "position"}``: where the next chunk starts.
     """
+
+    error = ValueError  # what a shard too small for one batch, or a state that does not fit, raises
 
     def __init__(
         self,
         B: int,
         T: int,
-        tokens: torch.Tensor | None = None,
+        tokens: torch.Tensor | Sequence | None = None,
         process_rank: int = 0,
         num_processes: int = 1,
     ) -> None:
-        check_batch_args(B, T, process_rank, num_processes)
+        self.B, self.T = positive_int("B", B), positive_int("T", T)
+        positive_int("num_processes", num_processes)
+        if not 0 <= process_rank < num_processes:
+            raise ValueError(f"process_rank={process_rank} must be in [0, num_processes={num_processes}).")
+        self.process_rank, self.num_processes = process_rank, num_processes
         if tokens is None:
             tokens = train_val_split(shakespeare_tokens())[0]
+        if isinstance(tokens, (torch.Tensor, np.ndarray)):
+            tokens = [tokens]
+        self.shards = [self._in_memory(t) if isinstance(t, (torch.Tensor, np.ndarray)) else t for t in tokens]
+        if not self.shards:
+            raise ValueError("No token shards to read from.")
+        needed = B * T * num_processes + 1
+        self.lengths = []
+        for i in range(len(self.shards)):  # check them all now, not hours into training
+            n = len(self.load(i))
+            if n < needed:
+                raise self.error(
+                    f"{self.name(i)} has {n} tokens but one batch needs {needed} (B={B} x T={T} x "
+                    f"{num_processes} process(es) + 1 for the shifted target). Use a smaller B or T, "
+                    "or more tokens per shard."
+                )
+            self.lengths.append(n)
+        self.reset()
+
+    @staticmethod
+    def _in_memory(tokens) -> torch.Tensor:
         tokens = torch.as_tensor(tokens, dtype=torch.long)
         if tokens.dim() != 1:
             raise ValueError(f"tokens must be a 1-D stream of ids, got shape {tuple(tokens.shape)}.")
-        needed = B * T * num_processes + 1
-        if len(tokens) < needed:
-            raise ValueError(
-                f"The corpus has {len(tokens)} tokens but one batch needs {needed} "
-                f"(B={B} x T={T} x {num_processes} process(es) + 1 for the shifted target). "
-                "Use a smaller B or T, or a larger corpus."
-            )
-        self.B, self.T = B, T
-        self.tokens = tokens
-        self.process_rank, self.num_processes = process_rank, num_processes
-        self.reset()
+        return tokens
+
+    def name(self, i: int) -> str:
+        """What error messages call shard ``i``."""
+        return "The corpus" if len(self.shards) == 1 else f"Shard {i}"
+
+    def load(self, i: int) -> torch.Tensor | np.ndarray:
+        """The tokens of shard ``i`` (in memory here; ``ShardedDataLoader`` maps a file)."""
+        return self.shards[i]
 
     def reset(self) -> None:
-        self.chunk = 0  # start of the B*T*num_processes tokens shared by all ranks this step
+        self._seek(0, 0)
+
+    def _seek(self, shard: int, position: int) -> None:
+        self.shard, self.position = shard, position  # position: start of this step's shared chunk
+        self.tokens = self.load(shard)
 
     def __len__(self) -> int:
-        """Batches per epoch for this process."""
-        return (len(self.tokens) - 1) // (self.B * self.T * self.num_processes)
+        """Batches per epoch (one pass over every shard) for this process."""
+        return sum((n - 1) // (self.B * self.T * self.num_processes) for n in self.lengths)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         B, T = self.B, self.T
-        start = self.chunk + B * T * self.process_rank
+        start = self.position + B * T * self.process_rank
         buf = self.tokens[start : start + B * T + 1]
+        if isinstance(buf, np.ndarray):  # a uint16 shard on disk
+            buf = torch.from_numpy(buf.astype(np.int64))
         x = buf[:-1].view(B, T)  # inputs
         y = buf[1:].view(B, T)  # targets: the next token at every position
-        self.chunk += B * T * self.num_processes
-        # every rank wraps at the same step, when the next whole chunk no longer fits
-        if self.chunk + B * T * self.num_processes + 1 > len(self.tokens):
-            self.reset()
+        self.position += B * T * self.num_processes
+        # every rank moves on at the same step, when the next whole chunk no longer fits
+        if self.position + B * T * self.num_processes + 1 > len(self.tokens):
+            self._seek((self.shard + 1) % len(self.shards), 0)
         return x, y
 
     def state_dict(self) -> dict[str, int]:
-        return {"chunk": self.chunk}
+        return {"shard": self.shard, "position": self.position}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.chunk = int(state["chunk"])
+        shard, position = int(state["shard"]), int(state["position"])
+        if not 0 <= shard < len(self.shards) or not 0 <= position < self.lengths[shard]:
+            raise self.error(
+                f"Loader state {state} does not fit the {len(self.shards)} shard(s) here; "
+                "was the checkpoint made with other data?"
+            )
+        self._seek(shard, position)

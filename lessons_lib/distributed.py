@@ -51,12 +51,13 @@ def device_for(info: DistInfo, device: torch.device) -> torch.device:
     return torch.device("cuda", info.local_rank) if device.type == "cuda" and info.enabled else device
 
 
-def mean_across_ranks(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Average a scalar over all processes (the loss each rank saw on its slice of the batch)."""
-    if info.enabled:
+def mean_across_ranks(value: torch.Tensor) -> torch.Tensor:
+    """Average a tensor over the processes of the process group (the loss each rank saw on its
+    slice of the batch); a no-op without one. SUM then divide: gloo has no AVG."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
         value = value.clone()
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
-        value /= info.world_size
+        value /= dist.get_world_size()
     return value
 
 

@@ -27,12 +27,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .checkpoint import load_model, save_checkpoint
-from .device import get_device
-from .generation import sample_next_token
-from .model import GPT, KVCache
+from .checkpoint import save_checkpoint
+from .cli import add_model_source, model_from_args, positive
+from .generation import generate
+from .loop import train_step
+from .model import GPT
 from .optim import configure_optimizer, cosine_lr
 from .tokenizer import EOT_TOKEN, get_encoding
+from .utils import mode, positive_int
 
 ROLES = ("system", "user", "assistant")
 IGNORE_INDEX = -100  # F.cross_entropy skips targets equal to this
@@ -150,8 +152,7 @@ class ChatBatches:
     """Endless ``(x, y)`` batches of conversations, reshuffled every epoch from ``seed``."""
 
     def __init__(self, conversations: list[Conversation], batch_size: int, block_size: int, seed: int = 0):
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
+        positive_int("batch_size", batch_size)
         examples = []
         for i, messages in enumerate(conversations):
             try:
@@ -189,38 +190,28 @@ def finetune(
 ) -> dict[str, list]:
     """Train ``model`` in place on the assistant turns of ``conversations``; return the history.
 
-    AdamW at ``lr``; with ``min_lr`` set, a warmup + cosine schedule down to it instead of a
-    constant rate. A small rate (1e-5 .. 1e-4) adapts a pretrained model without wiping out
-    what pretraining taught it. ``grad_clip=0`` disables clipping.
+    Each step is ``loop.train_step`` on a ``ChatBatches`` batch, whose targets are -100 outside
+    the answers. AdamW at ``lr``; with ``min_lr`` set, a warmup + cosine schedule down to it
+    instead of a constant rate. A small rate (1e-5 .. 1e-4) adapts a pretrained model without
+    wiping out what pretraining taught it. ``grad_clip=0`` disables clipping. The model's
+    train/eval mode is restored afterwards.
     """
-    if steps <= 0:
-        raise ValueError(f"steps must be a positive integer, got {steps}.")
-    device = next(model.parameters()).device
+    positive_int("steps", steps)
     batches = ChatBatches(conversations, batch_size, model.config.block_size, seed)
     optimizer, _ = configure_optimizer(model, lr=lr, weight_decay=weight_decay)
     history: dict[str, list] = {"step": [], "loss": [], "lr": []}
-    model.train()
     bar = tqdm(range(steps), desc="finetune", disable=not progress, mininterval=1.0)
-    for step in bar:
-        step_lr = lr if min_lr is None else cosine_lr(step, lr, min_lr, warmup_steps, steps)
-        for group in optimizer.param_groups:
-            group["lr"] = step_lr
-        x, y = batches.next_batch()
-        _, loss = model(x.to(device), y.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        history["step"].append(step)
-        history["loss"].append(loss.item())
-        history["lr"].append(step_lr)
-        bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", refresh=False)
-    model.eval()
+    with mode(model, training=True):
+        for step in bar:
+            step_lr = lr if min_lr is None else cosine_lr(step, lr, min_lr, warmup_steps, steps)
+            result = train_step(model, optimizer, batches, step, lr=step_lr, grad_clip=grad_clip)
+            history["step"].append(step)
+            history["loss"].append(result.loss)
+            history["lr"].append(step_lr)
+            bar.set_postfix(loss=f"{result.loss:.3f}", refresh=False)
     return history
 
 
-@torch.no_grad()
 def chat(
     model: GPT,
     messages: Conversation,
@@ -231,55 +222,39 @@ def chat(
 ) -> str:
     """The model's next assistant turn after ``messages``, ending where it emits <|endoftext|>.
 
-    ``temperature=0`` is greedy. Once the text outgrows the context, earlier tokens drop off.
+    ``generate`` with ``<|endoftext|>`` as its stop token; ``temperature=0`` is greedy. Once the
+    text outgrows the context, earlier tokens drop off.
     """
     enc = get_encoding()
-    param = next(model.parameters())
+    device = next(model.parameters()).device
     ids = encode_conversation(messages)[0] + enc.encode(_marker("assistant"))
-    idx = torch.tensor([ids], dtype=torch.long, device=param.device)
-    block_size = model.config.block_size
-    cache = KVCache(model.config, 1, block_size, param.device, param.dtype)
-    generator = torch.Generator(device=param.device).manual_seed(seed)
-    reply: list[int] = []
-    for _ in range(max_new_tokens):
-        # the KV cache as in generation.generate, until positions shift past block_size
-        if idx.size(1) <= block_size:
-            logits, _ = model(idx[:, cache.pos :], kv_cache=cache)
-        else:
-            logits, _ = model(idx[:, -block_size:])
-        next_id = sample_next_token(logits[:, -1, :], temperature, top_k, generator=generator)
-        if next_id.item() == EOT_TOKEN:
-            break
-        reply.append(next_id.item())
-        idx = torch.cat((idx, next_id), dim=1)
-    return enc.decode(reply)
+    idx = torch.tensor([ids], dtype=torch.long, device=device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    out = generate(model, idx, max_new_tokens, temperature, top_k, generator=generator, stop_token=EOT_TOKEN)
+    reply = out[0, len(ids) :].tolist()
+    return enc.decode(reply[: reply.index(EOT_TOKEN)] if EOT_TOKEN in reply else reply)
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Fine-tune a GPT on conversations (JSONL), then chat once.")
     p.add_argument("--data", required=True, help='JSONL, one {"messages": [...]} conversation per line')
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="a checkpoint written by lessons_lib (train or finetune)")
-    src.add_argument("--pretrained", help="gpt2 ... gpt2-xl, or a Hugging Face GPT-2 folder")
+    add_model_source(p)
     p.add_argument("--out-dir", required=True, help="where ckpt.pt is written")
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--steps", type=positive, default=200, help="optimizer steps")
+    p.add_argument("--batch-size", type=positive, default=8, help="conversations per step")
+    p.add_argument("--lr", type=float, default=5e-5, help="AdamW learning rate (the peak, with --min-lr)")
     p.add_argument("--min-lr", type=float, default=None, help="cosine decay to this (default: constant lr)")
-    p.add_argument("--warmup-steps", type=int, default=0)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--grad-clip", type=float, default=1.0)
-    p.add_argument("--max-tokens", type=int, default=128, help="length limit of the sample reply")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear warmup steps (with --min-lr)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay of the 2-D tensors")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this; 0 disables")
+    p.add_argument("--max-tokens", type=positive, default=128, help="length limit of the sample reply")
+    p.add_argument("--seed", type=int, default=0, help="seed of the batch order and of the sample reply")
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar"
+    )
     args = p.parse_args(argv)
     conversations = load_conversations(args.data)
-    device = get_device(args.device)
-    if args.checkpoint:
-        model = load_model(args.checkpoint, device)
-    else:
-        model = GPT.from_pretrained(args.pretrained).to(device)
+    model = model_from_args(args)
     history = finetune(
         model, conversations, args.steps, args.batch_size, args.lr, args.min_lr, args.warmup_steps,
         args.weight_decay, args.grad_clip, args.seed, args.progress,

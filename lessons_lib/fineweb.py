@@ -28,12 +28,13 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from .assets import AssetUnavailableError, atomic_write, offline
-from .data import check_batch_args
+from .cli import positive
+from .data import DataLoaderLite
 from .tokenizer import EOT_TOKEN, get_encoding
+from .utils import positive_int
 
 HUB_DATASET, HUB_SUBSET = "HuggingFaceFW/fineweb-edu", "sample-10BT"
 SHARD_SIZE = 100_000_000
@@ -187,8 +188,7 @@ def prepare_shards(
     refused rather than silently spliced on. Shard 0 is validation, so a training split needs at
     least ``shard_size`` tokens plus one more.
     """
-    if shard_size <= 0:
-        raise ValueError(f"shard_size must be a positive number of tokens, got {shard_size}.")
+    positive_int("shard_size (tokens per shard)", shard_size)
     if limit_docs is not None and limit_docs < 0:
         raise ValueError(f"limit_docs must be >= 0, got {limit_docs}.")
     workers = workers or os.cpu_count() or 1
@@ -281,14 +281,12 @@ def load_shard(path: Path) -> np.ndarray:
     return tokens
 
 
-class ShardedDataLoader:
-    """``DataLoaderLite`` over a folder of shards: the same batches, rank split and state.
+class ShardedDataLoader(DataLoaderLite):
+    """``DataLoaderLite`` over a folder of shards: the same batches, rank split, wrap-around and
+    state, with each shard a read-only memory map of its ``.npy`` file (``split`` picks the
+    ``fineweb_train_*`` or ``fineweb_val_*`` shards)."""
 
-    Each process (``process_rank`` of ``num_processes``) reads its own B*T slice of every
-    B*T*num_processes chunk. When the next chunk does not fit in the current shard, every rank
-    moves to the next shard at the same step (the few tokens left over are skipped); after the
-    last shard it wraps to the first.
-    """
+    error = ShardError
 
     def __init__(
         self,
@@ -299,55 +297,13 @@ class ShardedDataLoader:
         process_rank: int = 0,
         num_processes: int = 1,
     ) -> None:
-        check_batch_args(B, T, process_rank, num_processes)
-        self.B, self.T = B, T
-        self.process_rank, self.num_processes = process_rank, num_processes
-        self.shards = shard_paths(data_dir, split)
-        needed = B * T * num_processes + 1
-        self.lengths = []
-        for path in self.shards:  # check them all now, not hours into training
-            n = len(load_shard(path))
-            if n < needed:
-                raise ShardError(
-                    f"{path} has {n} tokens but one batch needs {needed} (B={B} x T={T} x "
-                    f"{num_processes} process(es) + 1). Use a smaller B or T, or larger shards."
-                )
-            self.lengths.append(n)
-        self.reset()
+        super().__init__(B, T, shard_paths(data_dir, split), process_rank, num_processes)
 
-    def reset(self) -> None:
-        self._seek(0, 0)
+    def load(self, i: int) -> np.ndarray:
+        return load_shard(self.shards[i])
 
-    def _seek(self, shard: int, position: int) -> None:
-        self.shard, self.position = shard, position  # position: start of this step's shared chunk
-        self.tokens = load_shard(self.shards[shard])
-
-    def __len__(self) -> int:
-        """Batches per epoch (one pass over every shard) for this process."""
-        return sum((n - 1) // (self.B * self.T * self.num_processes) for n in self.lengths)
-
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        B, T = self.B, self.T
-        start = self.position + B * T * self.process_rank
-        buf = torch.from_numpy(self.tokens[start : start + B * T + 1].astype(np.int64))
-        x = buf[:-1].view(B, T)  # inputs
-        y = buf[1:].view(B, T)  # targets: the next token at every position
-        self.position += B * T * self.num_processes
-        if self.position + B * T * self.num_processes + 1 > len(self.tokens):
-            self._seek((self.shard + 1) % len(self.shards), 0)
-        return x, y
-
-    def state_dict(self) -> dict[str, int]:
-        return {"shard": self.shard, "position": self.position}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        shard, position = int(state["shard"]), int(state["position"])
-        if not 0 <= shard < len(self.shards) or not 0 <= position < self.lengths[shard]:
-            raise ShardError(
-                f"Loader state {state} does not fit the {len(self.shards)} shard(s) here; "
-                "was the checkpoint made with another data folder?"
-            )
-        self._seek(shard, position)
+    def name(self, i: int) -> str:
+        return str(self.shards[i])
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
@@ -358,10 +314,14 @@ def main(argv: list[str] | None = None) -> list[Path]:
         nargs="+",
         help="files or folders: .txt (one document each), .jsonl, .parquet (default: the hub)",
     )
-    p.add_argument("--shard-size", type=int, default=SHARD_SIZE, help="tokens per shard")
-    p.add_argument("--workers", type=int, default=None, help="tokenizer processes (default: one per CPU)")
-    p.add_argument("--limit-docs", type=int, default=None, help="stop after this many documents")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--shard-size", type=positive, default=SHARD_SIZE, help="tokens per shard")
+    p.add_argument(
+        "--workers", type=positive, default=None, help="tokenizer processes (default: one per CPU)"
+    )
+    p.add_argument("--limit-docs", type=positive, default=None, help="stop after this many documents")
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar"
+    )
     args = p.parse_args(argv)
     if args.input:
         files = _expand(args.input)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from .model import GPT, KVCache
 from .precision import upcast
+from .utils import mode
 
 
 def sample_next_token(
@@ -52,25 +53,36 @@ def generate(
     top_p: float | None = None,
     generator: torch.Generator | None = None,
     use_kv_cache: bool = True,
+    stop_token: int | None = None,
 ) -> torch.Tensor:
-    """Extend ``idx`` (B, T) by ``max_new_tokens`` sampled tokens.
+    """Extend ``idx`` (B, T) by up to ``max_new_tokens`` sampled tokens, in eval mode.
 
     With the KV cache, each step feeds only the newest token; without it, every step re-runs
     the whole (cropped) context. Both give the same tokens. Once the text outgrows the context
     window, the cache can no longer be reused (positions shift), so it falls back to recompute.
+
+    ``stop_token`` (e.g. ``<|endoftext|>``): a row that samples it is finished, and every later
+    position of that row repeats it; decoding ends as soon as every row is finished.
     """
     block_size = model.config.block_size
     param = next(model.parameters())
     cache = (
         KVCache(model.config, idx.size(0), block_size, param.device, param.dtype) if use_kv_cache else None
     )
-    for _ in range(max_new_tokens):
-        if cache is not None and idx.size(1) <= block_size:
-            logits, _ = model(idx[:, cache.pos :], kv_cache=cache)
-        else:
-            logits, _ = model(idx[:, -block_size:])
-        next_id = sample_next_token(logits[:, -1, :], temperature, top_k, top_p, generator)
-        idx = torch.cat((idx, next_id.to(idx.device)), dim=1)
+    done = torch.zeros(idx.size(0), 1, dtype=torch.bool, device=idx.device)
+    with mode(model, training=False):
+        for _ in range(max_new_tokens):
+            if cache is not None and idx.size(1) <= block_size:
+                logits, _ = model(idx[:, cache.pos :], kv_cache=cache)
+            else:
+                logits, _ = model(idx[:, -block_size:])
+            next_id = sample_next_token(logits[:, -1, :], temperature, top_k, top_p, generator).to(idx.device)
+            if stop_token is not None:
+                next_id = next_id.masked_fill(done, stop_token)
+                done |= next_id == stop_token
+            idx = torch.cat((idx, next_id), dim=1)
+            if stop_token is not None and bool(done.all()):
+                break
     return idx
 
 

@@ -27,19 +27,20 @@ import argparse
 import json
 import os
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from .assets import AssetUnavailableError, cache_dir, download
-from .checkpoint import load_model
-from .device import get_device
-from .model import GPT
+from .cli import add_model_source, model_from_args, positive
 from .precision import upcast
 from .tokenizer import get_encoding
+from .utils import mode, positive_int
 
 SPLITS = ("train", "val", "test")
 BASE_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/"
@@ -98,8 +99,8 @@ def load_hellaswag(source: str | os.PathLike = "val", limit: int | None = None) 
                 f"No HellaSwag file at {path}. Pass a JSONL file in the official format or a split "
                 f"name ({', '.join(SPLITS)})."
             )
-    if limit is not None and limit <= 0:
-        raise ValueError(f"limit={limit} must be a positive number of examples (or None for all).")
+    if limit is not None:
+        positive_int("limit (examples to load; None for all)", limit)
     examples = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
@@ -206,8 +207,7 @@ def evaluate_hellaswag(
     defaults to ``model.config.block_size`` when the model has one. Inputs go to ``device``
     (default: where the model's parameters are); the model is not moved.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size={batch_size!r} must be a positive integer.")
+    positive_int("batch_size", batch_size)
     if block_size is None:
         block_size = getattr(getattr(model, "config", None), "block_size", None)
     if block_size is not None and block_size < 2:
@@ -216,21 +216,16 @@ def evaluate_hellaswag(
     if not examples:
         raise ValueError("No HellaSwag examples to evaluate; load some with load_hellaswag().")
     device = torch.device(device) if device is not None else _device_of(model)
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
     pred, pred_norm = [], []
     bar = tqdm(total=len(examples), desc="hellaswag", unit="ex", disable=not progress, mininterval=1.0)
-    for start in range(0, len(examples), batch_size):
-        batch = examples[start : start + batch_size]
-        tokens, mask = _pack([row for ex in batch for row in _rows(ex)], block_size)
-        sum_loss, mean_loss = completion_losses(model, tokens.to(device), mask.to(device))
-        pred += sum_loss.view(-1, NUM_ENDINGS).argmin(dim=1).tolist()
-        pred_norm += mean_loss.view(-1, NUM_ENDINGS).argmin(dim=1).tolist()
-        bar.update(len(batch))
-    bar.close()
-    if was_training:
-        model.train()
+    with mode(model, training=False) if isinstance(model, nn.Module) else nullcontext(), bar:
+        for start in range(0, len(examples), batch_size):
+            batch = examples[start : start + batch_size]
+            tokens, mask = _pack([row for ex in batch for row in _rows(ex)], block_size)
+            sum_loss, mean_loss = completion_losses(model, tokens.to(device), mask.to(device))
+            pred += sum_loss.view(-1, NUM_ENDINGS).argmin(dim=1).tolist()
+            pred_norm += mean_loss.view(-1, NUM_ENDINGS).argmin(dim=1).tolist()
+            bar.update(len(batch))
     labels = [ex["label"] for ex in examples]
     n = len(labels)
     return HellaSwagResult(
@@ -245,22 +240,21 @@ def evaluate_hellaswag(
 
 def main(argv: list[str] | None = None) -> HellaSwagResult:
     p = argparse.ArgumentParser(description="HellaSwag accuracy of a checkpoint or a pretrained GPT-2.")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="a checkpoint written by lessons_lib.save_checkpoint")
-    src.add_argument("--pretrained", help="gpt2 ... gpt2-xl, or a Hugging Face GPT-2 folder")
-    p.add_argument("--data", default="val", help="train/val/test (downloaded once) or a JSONL path")
-    p.add_argument("--limit", type=int, default=None, help="score only the first N examples")
-    p.add_argument("--batch-size", type=int, default=4, help="examples per forward pass")
-    p.add_argument("--device", default=None)
-    p.add_argument("--no-progress", action="store_true")
+    add_model_source(p)
+    p.add_argument(
+        "--data", default="val", help="a split: train, val, test (downloaded once), or a JSONL path"
+    )
+    p.add_argument(
+        "--limit", type=positive, default=None, help="score only the first N examples (default: all)"
+    )
+    p.add_argument("--batch-size", type=positive, default=4, help="examples per forward pass (4 rows each)")
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar"
+    )
     args = p.parse_args(argv)
     examples = load_hellaswag(args.data, limit=args.limit)
-    device = get_device(args.device)
-    if args.checkpoint:
-        model = load_model(args.checkpoint, device)
-    else:
-        model = GPT.from_pretrained(args.pretrained).to(device)
-    result = evaluate_hellaswag(model, examples, batch_size=args.batch_size, progress=not args.no_progress)
+    model = model_from_args(args)
+    result = evaluate_hellaswag(model, examples, batch_size=args.batch_size, progress=args.progress)
     print(result)
     return result
 

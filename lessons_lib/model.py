@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .precision import upcast
+from .utils import positive_int
 
 ATTENTION_IMPLS = ("sdpa", "explicit")
 
@@ -44,9 +45,7 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "vocab_multiple"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}.")
+            positive_int(f"GPTConfig.{name}", getattr(self, name))
         if self.n_embd % self.n_head != 0:
             raise ValueError(
                 f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: every head needs "
@@ -257,10 +256,3 @@ class GPT(nn.Module):
                 f"Token id {first} is outside the vocabulary [0, {self.config.vocab_size}). "
                 "Encode text with the tokenizer the model was built for, or raise vocab_size."
             )
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str) -> GPT:
-        """GPT-2 weights: an OpenAI size (``gpt2`` ... ``gpt2-xl``) or a local Hugging Face folder."""
-        from .hf import load_hf_gpt2
-
-        return load_hf_gpt2(name_or_path)

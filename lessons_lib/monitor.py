@@ -30,12 +30,7 @@ import torch.nn as nn
 
 from .model import Block
 from .precision import upcast
-
-
-def _positive_int(name: str, value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"TrainingMonitor {name} must be a positive integer, got {value!r}.")
-    return value
+from .utils import positive_int
 
 
 class TrainingMonitor:
@@ -56,9 +51,9 @@ class TrainingMonitor:
         record_layers: bool = False,
         positions: int = 16,
     ) -> None:
-        self.every = _positive_int("every", every)
-        self.bins = _positive_int("bins", bins)
-        self.positions = _positive_int("positions", positions)
+        self.every = positive_int("TrainingMonitor every", every)
+        self.bins = positive_int("TrainingMonitor bins", bins)
+        self.positions = positive_int("TrainingMonitor positions", positions)
         if logit_range is not None:
             lo, hi = (float(v) for v in logit_range)
             if not lo < hi:

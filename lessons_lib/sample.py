@@ -8,32 +8,23 @@ from __future__ import annotations
 
 import argparse
 
-from .checkpoint import load_model
-from .device import get_device
+from .cli import add_model_source, model_from_args, positive
 from .generation import generate_text
-from .model import GPT
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Generate text from a checkpoint or a pretrained GPT-2.")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="a checkpoint written by `python -m lessons_lib.train`")
-    src.add_argument("--pretrained", help="gpt2 ... gpt2-xl, or a Hugging Face GPT-2 folder")
-    p.add_argument("--prompt", default="\n")
-    p.add_argument("--num-seq", type=int, default=4)
-    p.add_argument("--max-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=50)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--device", default=None)
+    add_model_source(p)
+    p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    p.add_argument("--num-seq", type=positive, default=4, help="continuations to generate")
+    p.add_argument("--max-tokens", type=positive, default=64, help="new tokens per continuation")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 is greedy; higher is more random")
+    p.add_argument("--top-k", type=int, default=50, help="sample among the k most likely tokens; 0: all")
+    p.add_argument("--top-p", type=float, default=None, help="sample among the smallest set whose "
+                   "probability reaches p (default: off)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=42, help="the same seed gives the same text")
     args = p.parse_args(argv)
-    device = get_device(args.device)
-    if args.checkpoint:
-        model = load_model(args.checkpoint, device)
-    else:
-        model = GPT.from_pretrained(args.pretrained).to(device)
-    model.eval()
+    model = model_from_args(args)
     texts = generate_text(
         model, args.prompt, args.num_seq, args.max_tokens, args.seed,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,

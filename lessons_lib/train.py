@@ -5,7 +5,8 @@
     python -m lessons_lib.train --recipe gpt2-124m       # the GPT-2 124M recipe (GPUs)
     python -m lessons_lib.train --resume runs/shakespeare/ckpt.pt
 
-Every field of ``RunConfig`` is a flag; a recipe sets the defaults, flags override them.
+Every field of ``RunConfig`` (``lessons_lib.run``) is a flag; a recipe sets the defaults, flags
+override them. ``--resume`` continues a run with the settings saved in its checkpoint.
 """
 
 from __future__ import annotations
@@ -15,37 +16,63 @@ import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
+from .cli import add_device
 from .distributed import shutdown
-from .trainer import RECIPES, RunConfig, Trainer
+from .run import RECIPES, RunConfig, Trainer
 from .viz import plot_layer_stats, plot_logit_waterfall, plot_losses
 
+RESUME_HELP = (
+    "continue the run saved in this checkpoint, bit-identically, with the settings saved in it; "
+    "flags still change the others (e.g. --max-steps to train longer), but a setting marked "
+    "[fixed for a run] must keep its saved value, and --recipe is refused"
+)
 
-def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--recipe", choices=sorted(RECIPES), default="shakespeare-cpu")
-    p.add_argument("--resume", help="continue the run saved in this checkpoint")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace, dict]:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Every run setting is a field of lessons_lib.run.RunConfig, documented there. The "
+        "defaults shown are RunConfig's, which are the shakespeare-cpu recipe; another --recipe "
+        "brings its own.",
+    )
+    p.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        help="named settings to start from (default: shakespeare-cpu); flags override them",
+    )
+    p.add_argument("--resume", metavar="CKPT", help=RESUME_HELP)
+    add_device(p)
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar"
+    )
     for f in fields(RunConfig):
-        kind = argparse.BooleanOptionalAction if f.type in ("bool", bool) else None
-        typ = {"int": int, "float": float, "str": str}.get(f.type, f.type)
-        if kind:
-            p.add_argument("--" + f.name.replace("_", "-"), action=kind, default=None)
+        flag, text = "--" + f.name.replace("_", "-"), f.metadata["help"]
+        if f.type in ("bool", bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            p.add_argument("--" + f.name.replace("_", "-"), type=typ, default=None)
+            typ = {"int": int, "float": float, "str": str}[f.type]
+            p.add_argument(flag, type=typ, default=None, help=f"{text} (default: {f.default})")
     args = p.parse_args(argv)
     overrides = {
         f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name) is not None
     }
-    return args, overrides
+    return p, args, overrides
 
 
 def main(argv: list[str] | None = None) -> None:
-    args, overrides = parse_args(argv)
-    if args.resume:
-        trainer = Trainer.resume(args.resume, args.device, **overrides)
-    else:
-        trainer = Trainer(replace(RECIPES[args.recipe], **overrides), args.device)
+    p, args, overrides = parse_args(argv)
+    if args.resume and args.recipe:
+        p.error(
+            "--recipe cannot be combined with --resume: a resumed run keeps the settings saved in "
+            "its checkpoint. Drop --recipe (other flags still override the resumable settings)."
+        )
+    try:
+        if args.resume:
+            trainer = Trainer.resume(args.resume, args.device, **overrides)
+        else:
+            trainer = Trainer(replace(RECIPES[args.recipe or "shakespeare-cpu"], **overrides), args.device)
+    except ValueError as exc:  # settings that do not fit: a message, not a traceback
+        p.error(str(exc))
     cfg, model = trainer.cfg, trainer.model
     counts = trainer.param_counts
     if trainer.dist.is_master:

@@ -25,6 +25,7 @@ from .assets import atomic_write
 from .model import GPT
 from .monitor import TrainingMonitor
 from .precision import upcast
+from .utils import mode, positive_int
 
 
 def _show_figures_inline() -> None:
@@ -60,8 +61,7 @@ def _save(fig: Figure, path: str | Path | None) -> Figure:
 
 def smooth(values: list[float], window: int) -> np.ndarray:
     """Trailing moving average; the first points average over what exists so far."""
-    if not isinstance(window, int) or window < 1:
-        raise ValueError(f"window must be a positive integer (steps to average), got {window!r}.")
+    positive_int("window (steps to average)", window)
     v = np.asarray(values, dtype=float)
     c = np.cumsum(np.insert(v, 0, 0.0))
     n = np.minimum(np.arange(1, len(v) + 1), window)
@@ -96,8 +96,7 @@ def plot_lr_schedule(
     """The learning rate per step: a list of rates, or a function of the step evaluated on
     ``range(steps)``, e.g. ``lambda s: cosine_lr(s, 6e-4, 6e-5, 715, 19073)``."""
     if callable(schedule):
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"Plotting a schedule function needs steps (a positive integer), got {steps!r}.")
+        positive_int("steps (plotting a schedule function needs them)", steps)
         lrs = [float(schedule(s)) for s in range(steps)]
     else:
         lrs = [float(v) for v in schedule]
@@ -202,8 +201,7 @@ def plot_logit_heatmap(
     logits = _logit_records(source)
     steps = np.asarray(logits["step"], dtype=float)
     nbins = max(len(c) for c in logits["counts"]) if bins is None else bins
-    if not isinstance(nbins, int) or nbins < 1:
-        raise ValueError(f"bins must be a positive integer, got {bins!r}.")
+    positive_int("bins", nbins)
     lo = min(r[0] for r in logits["range"])
     hi = max(r[1] for r in logits["range"])
     value_edges = np.linspace(lo, hi, nbins + 1)
@@ -318,16 +316,13 @@ def attention_maps(
         return hook
 
     hooks = [blocks[i].attn.c_attn.register_forward_hook(hook_for(i)) for i in layers]
-    was_training = model.training
-    model.eval()
     try:
         device = next(model.parameters()).device
-        with torch.no_grad():
+        with torch.no_grad(), mode(model, training=False):
             model(torch.tensor([ids], dtype=torch.long, device=device))
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
     tokens = [_token_label(tokenizer.decode([i])) for i in ids]
     return tokens, weights
 

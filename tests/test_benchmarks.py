@@ -64,3 +64,20 @@ def test_main_writes_the_markdown_table(bench, tmp_path, monkeypatch):
     table = [line for line in text.splitlines() if line.startswith("| cpu-tiny")]
     assert len(table) == 3  # lessons_lib, transformers, lessons_lib best
     assert "measured matmul peak" in text and "load average" in text
+
+
+def test_every_variant_is_timed_through_the_librarys_train_step(bench, monkeypatch):
+    from lessons_lib.loop import train_step
+
+    models = []
+
+    def counting(model, *args, **kwargs):
+        models.append(type(model).__name__)
+        return train_step(model, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "VOCAB_SIZE", 256)
+    monkeypatch.setattr(bench, "train_step", counting)
+    bench.benchmark_config(
+        "cpu-tiny", torch.device("cpu"), (2, 16), ["fp32"], {"fp32": 1e12, "bf16": 1e12}, 1, 0, 1
+    )
+    assert {"GPT", "_HFLoss"} <= set(models)

@@ -26,7 +26,7 @@ def test_ranks_split_without_overlap_or_gaps():
         xs = [ld.next_batch()[0].flatten() for ld in loaders]
         joined = torch.cat(xs)
         assert torch.equal(joined, torch.arange(joined[0], joined[0] + 48))
-    assert len({ld.chunk for ld in loaders}) == 1
+    assert len({(ld.shard, ld.position) for ld in loaders}) == 1
 
 
 def test_state_round_trip():
@@ -63,3 +63,31 @@ def test_tokens_and_split():
     train, val = train_val_split(tokens)
     assert len(train) + len(val) == len(tokens) and abs(len(val) / len(tokens) - 0.1) < 1e-3
     assert torch.equal(torch.cat([train, val]), tokens)
+
+
+def test_a_list_of_in_memory_shards_is_read_in_order_and_wraps():
+    shards = [torch.arange(0, 20), torch.arange(100, 117)]  # 2 batches of 8 (+1) fit, then 2
+    loader = DataLoaderLite(2, 4, shards)
+    firsts = [loader.next_batch()[0][0, 0].item() for _ in range(6)]
+    assert firsts == [0, 8, 100, 108, 0, 8]
+    assert len(loader) == 4 and loader.state_dict() == {"shard": 1, "position": 0}  # moved on
+    with pytest.raises(ValueError, match=r"Shard 1 has 5 tokens but one batch needs 9"):
+        DataLoaderLite(2, 4, [torch.arange(20), torch.arange(5)])
+    with pytest.raises(ValueError, match="does not fit the 2 shard"):
+        loader.load_state_dict({"shard": 2, "position": 0})
+
+
+def test_one_tensor_is_a_single_shard():
+    loader = DataLoaderLite(2, 4, torch.arange(50))
+    assert len(loader.shards) == 1 and loader.state_dict() == {"shard": 0, "position": 0}
+    loader.next_batch()
+    assert loader.state_dict() == {"shard": 0, "position": 8}
+
+
+def test_bad_batch_arguments():
+    with pytest.raises(ValueError, match="B must be a positive integer, got 0"):
+        DataLoaderLite(0, 4, torch.arange(50))
+    with pytest.raises(ValueError, match=r"process_rank=2 must be in \[0, num_processes=2\)"):
+        DataLoaderLite(2, 4, torch.arange(50), process_rank=2, num_processes=2)
+    with pytest.raises(ValueError, match="1-D stream"):
+        DataLoaderLite(2, 4, torch.zeros(5, 5, dtype=torch.long))

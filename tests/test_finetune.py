@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lessons_lib import EOT_TOKEN, GPT, GPTConfig, get_encoding, load_checkpoint, save_checkpoint
+from lessons_lib import EOT_TOKEN, GPT, GPTConfig, generate, get_encoding, load_checkpoint, save_checkpoint
 from lessons_lib import finetune as ft
 from lessons_lib.optim import cosine_lr
 
@@ -134,8 +134,19 @@ def test_finetune_memorises_answers_and_chat_repeats_them(convs):
     history = ft.finetune(model, pair, steps=30, batch_size=2, lr=1e-2, progress=False)
     assert history["step"] == list(range(30)) and history["lr"] == [1e-2] * 30
     assert history["loss"][-1] < 0.1 * history["loss"][0]
+    assert model.training  # finetune restores the mode the model had
     for c in pair:
         assert ft.chat(model, c[:-1], max_new_tokens=10, temperature=0) == c[-1]["content"]
+
+
+def test_chat_is_generate_up_to_the_end_token(convs):
+    model = tiny_model()
+    prompt = convs[0][:-1]
+    ids = ft.encode_conversation(prompt)[0] + get_encoding().encode("<|assistant|>\n")
+    g = torch.Generator().manual_seed(5)
+    out = generate(model, torch.tensor([ids]), 12, 0.7, 50, generator=g, stop_token=EOT_TOKEN)[0, len(ids) :]
+    reply = out.tolist()[: out.tolist().index(EOT_TOKEN)] if EOT_TOKEN in out else out.tolist()
+    assert ft.chat(model, prompt, max_new_tokens=12, seed=5) == get_encoding().decode(reply)
 
 
 def test_command_finetunes_a_checkpoint(tmp_path, convs, capsys):

@@ -65,3 +65,43 @@ def test_generate_text_is_seeded():
     a = generate_text(gpt, "Hello", num_sequences=2, max_new_tokens=5, seed=3)
     assert a == generate_text(gpt, "Hello", num_sequences=2, max_new_tokens=5, seed=3)
     assert all(t.startswith("Hello") for t in a)
+
+
+def test_stop_token_ends_each_row_and_the_loop():
+    class Scripted(torch.nn.Module):
+        """Logits that make row 0 emit 9 at its 2nd new token and row 1 at its 4th (greedy)."""
+
+        config = GPTConfig(block_size=32, vocab_size=10, n_layer=1, n_head=1, n_embd=8)
+
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+            self.calls = 0
+
+        def forward(self, idx, kv_cache=None):
+            n = idx.size(1) - 3  # tokens generated so far (the prompt is 3 long)
+            logits = torch.zeros(idx.size(0), idx.size(1), 10)
+            for row, stop_after in enumerate((1, 3)):
+                logits[row, -1, 9 if n >= stop_after else 1] = 1.0
+            self.calls += 1
+            return logits, None
+
+    model = Scripted()
+    idx = torch.zeros(2, 3, dtype=torch.long)
+    out = generate(model, idx, 10, temperature=0, use_kv_cache=False, stop_token=9)
+    assert out[:, 3:].tolist() == [[1, 9, 9, 9], [1, 1, 1, 9]]  # finished rows repeat the stop token
+    assert model.calls == 4  # and decoding ends once every row has stopped
+    assert generate(Scripted(), idx, 10, temperature=0, use_kv_cache=False).size(1) == 13  # no stop token
+
+
+def test_generate_runs_in_eval_mode_and_restores_the_mode(model):
+    model.train()
+    seen = []
+    hook = model.register_forward_hook(lambda m, i, o: seen.append(m.training))
+    try:
+        generate(model, torch.tensor([[1, 2]]), 3)
+    finally:
+        hook.remove()
+        training = model.training
+        model.eval()
+    assert seen == [False] * 3 and training

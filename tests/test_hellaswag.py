@@ -202,7 +202,7 @@ def test_string_labels_and_blank_lines_are_accepted(tmp_path, examples):
 def test_missing_file_and_bad_arguments(tmp_path, examples):
     with pytest.raises(FileNotFoundError, match="split name"):
         hs.load_hellaswag(tmp_path / "nope.jsonl")
-    with pytest.raises(ValueError, match="batch_size=0"):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
         hs.evaluate_hellaswag(tiny_gpt(), examples, batch_size=0)
     with pytest.raises(ValueError, match="No HellaSwag examples"):
         hs.evaluate_hellaswag(tiny_gpt(), [])

@@ -1,18 +1,18 @@
-"""The training run of the GPT-2 124M recipe, at any size (lessons 07, 08, 10).
+"""One training run: its settings (``RunConfig``), the named recipes, and the ``Trainer`` that
+runs them, at any size (lessons 07, 08, 10).
 
-On top of lesson 05's loop: mixed precision, optional ``torch.compile``, AdamW with decay on 2-D
-tensors only, warmup + cosine learning rate, gradient clipping, gradient accumulation up to a
-token budget per step, validation and samples every N steps, a JSONL metrics log, and
-checkpoints that resume bit-identically.
+On top of lesson 05's step (``lessons_lib.loop.train_step``): mixed precision, optional
+``torch.compile``, AdamW with decay on 2-D tensors only, warmup + cosine learning rate, gradient
+clipping, gradient accumulation up to a token budget per step, DDP, validation and samples every N
+steps, a JSONL metrics log, and checkpoints that resume bit-identically.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,51 +22,75 @@ from tqdm import tqdm
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DataLoaderLite, shakespeare_tokens, train_val_split
 from .device import get_device, seed_everything
-from .distributed import DistInfo, device_for, init_distributed, mean_across_ranks
+from .distributed import DistInfo, device_for, init_distributed
 from .fineweb import ShardedDataLoader
 from .generation import generate_text
+from .loop import TrainingDivergedError, estimate_loss, train_step
 from .model import GPT, GPTConfig
 from .monitor import TrainingMonitor
 from .optim import configure_optimizer, cosine_lr
-from .precision import autocast, grad_scaler, param_dtype, resolve_precision, set_tf32, upcast
-from .training import estimate_loss
+from .precision import PRECISIONS, autocast, grad_scaler, param_dtype, resolve_precision, set_tf32
+from .utils import mode, positive_int
 
 
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite."""
+def knob(default, help: str, resumable: bool = True):
+    """A ``RunConfig`` field with its documentation, the text ``python -m lessons_lib.train --help``
+    prints. ``resumable=False``: fixed for a run; ``--resume`` refuses a value other than the saved one
+    (it shapes the model, the data stream, the optimizer state or the random numbers)."""
+    if not resumable:
+        help += " [fixed for a run]"
+    return field(default=default, metadata={"help": help, "resumable": resumable})
 
 
 @dataclass
 class RunConfig:
+    """Every setting of a training run; each field is a flag of ``python -m lessons_lib.train``."""
+
     # model
-    model: str = "cpu-small"  # a GPTConfig preset
-    pad_vocab: bool = False  # pad the embedding to a multiple of 64 (50,304): faster GPU matmuls
+    model: str = knob("cpu-small", "a GPTConfig preset: cpu-tiny, cpu-small, cpu-medium, gpt2 ... gpt2-xl",
+                      resumable=False)  # fmt: skip
+    pad_vocab: bool = knob(False, "pad the embedding to a multiple of 64 rows (50,304): faster GPU matmuls",
+                           resumable=False)  # fmt: skip
     # data
-    data: str = "shakespeare"
-    batch_size: int = 8  # micro-batch B
-    seq_len: int = 128  # T
-    total_batch_tokens: int = 0  # tokens per optimizer step; 0 means one micro-batch per process
+    data: str = knob("shakespeare", "'shakespeare' (Tiny Shakespeare, 90/10 split) or a folder of token "
+                     "shards (python -m lessons_lib.fineweb)", resumable=False)  # fmt: skip
+    batch_size: int = knob(8, "micro-batch size B: sequences per forward pass and process", resumable=False)
+    seq_len: int = knob(128, "tokens per sequence T (at most the model's block_size)", resumable=False)
+    total_batch_tokens: int = knob(0, "tokens per optimizer step, reached by gradient accumulation; 0 means "
+                                   "one micro-batch per process", resumable=False)  # fmt: skip
     # optimisation
-    max_steps: int = 250
-    max_lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_steps: int = 25
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0  # 0 disables clipping
+    max_steps: int = knob(250, "optimizer steps of the whole run (the cosine reaches min_lr there)")
+    max_lr: float = knob(1e-3, "learning rate at the end of warmup")
+    min_lr: float = knob(1e-4, "learning rate at max_steps, where the cosine ends")
+    warmup_steps: int = knob(25, "steps of linear warmup from max_lr/warmup_steps to max_lr")
+    weight_decay: float = knob(0.1, "AdamW weight decay of the 2-D tensors (matmuls, embeddings)",
+                               resumable=False)  # fmt: skip
+    grad_clip: float = knob(1.0, "clip the global gradient norm to this; 0 disables clipping")
     # speed
-    precision: str = "auto"  # auto, fp32, tf32, bf16, fp16 or fp64 (lessons_lib.precision)
-    compile: bool = False
+    precision: str = knob("auto", f"number format: {', '.join(PRECISIONS)} (lessons_lib.precision)",
+                          resumable=False)  # fmt: skip
+    compile: bool = knob(False, "torch.compile the model for training (evaluation runs it plain)")
     # bookkeeping (intervals in steps; 0 disables)
-    eval_interval: int = 50
-    eval_batches: int = 8
-    sample_interval: int = 0
-    checkpoint_interval: int = 0
-    hellaswag_interval: int = 0
-    hellaswag_data: str = "val"  # a split name (downloaded once) or a local JSONL path
-    hellaswag_limit: int = 0  # evaluate the first N examples; 0 means all
-    monitor_interval: int = 0  # logit histograms and per-layer stats (lessons_lib.monitor)
-    out_dir: str = "runs/shakespeare"
-    seed: int = 1337
+    eval_interval: int = knob(50, "validation loss every N steps and at the last; 0: only at the last")
+    eval_batches: int = knob(8, "validation batches per estimate (the same ones every time)")
+    sample_interval: int = knob(0, "log two samples every N steps; 0 disables")
+    checkpoint_interval: int = knob(0, "write ckpt.pt every N steps; 0: only at the end")
+    hellaswag_interval: int = knob(0, "HellaSwag accuracy every N steps and at the last; 0 disables")
+    hellaswag_data: str = knob("val", "HellaSwag split name (downloaded once) or a local JSONL path")
+    hellaswag_limit: int = knob(0, "evaluate the first N HellaSwag examples; 0 means all")
+    monitor_interval: int = knob(0, "logit histograms and per-layer stats every N steps "
+                                 "(lessons_lib.monitor); 0 disables")  # fmt: skip
+    out_dir: str = knob("runs/shakespeare", "folder for ckpt.pt, metrics.jsonl and the plots")
+    seed: int = knob(1337, "seed of the weights' init and of the samples", resumable=False)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "seq_len", "max_steps", "eval_batches"):
+            positive_int(name, getattr(self, name))
+        for name in ("total_batch_tokens", "warmup_steps", "eval_interval", "sample_interval",
+                     "checkpoint_interval", "hellaswag_interval", "hellaswag_limit",
+                     "monitor_interval"):  # fmt: skip
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 disables it), got {getattr(self, name)}.")
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
@@ -162,54 +186,32 @@ class Trainer:
 
     # --- one optimizer step ------------------------------------------------------------------
 
-    def train_step(self) -> dict:
-        """Accumulate gradients over the micro-batches of one step, clip, update; return metrics."""
+    def next_step(self) -> dict:
+        """``loop.train_step`` at this step's learning rate, over ``grad_accum_steps`` micro-batches;
+        returns the step's metrics."""
         t0 = time.perf_counter()
         lr = cosine_lr(self.step, self.cfg.max_lr, self.cfg.min_lr, self.cfg.warmup_steps, self.cfg.max_steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.zero_grad(set_to_none=True)
-        loss_sum = torch.zeros((), device=self.device, dtype=param_dtype(self.precision))
-        if self.monitor:
-            self.monitor.start_step(self.step)
-        for micro in range(self.grad_accum_steps):
-            x, y = self.train_loader.next_batch()
-            x, y = x.to(self.device), y.to(self.device)
-            if self.dist.enabled:  # average gradients across processes once, after the last micro-batch
-                self.forward.require_backward_grad_sync = micro == self.grad_accum_steps - 1
-            with autocast(self.precision, self.device):
-                logits, loss = self.forward(x, y)
-            if self.monitor:
-                self.monitor.observe(self.step, logits)
-            # each micro-batch's mean loss / n: the sum of their gradients is the big batch's
-            loss = loss / self.grad_accum_steps
-            loss_sum += upcast(loss.detach())
-            self.scaler.scale(loss).backward()
-        loss_value = float(mean_across_ranks(loss_sum, self.dist))
-        if not math.isfinite(loss_value):
+        try:
+            result = train_step(
+                self.forward, self.optimizer, self.train_loader, self.step, lr=lr,
+                grad_clip=self.cfg.grad_clip, accum_steps=self.grad_accum_steps,
+                precision=self.precision, scaler=self.scaler, monitor=self.monitor,
+            )  # fmt: skip
+        except TrainingDivergedError as exc:
             raise TrainingDivergedError(
-                f"The loss became {loss_value} at step {self.step}. Training stopped; the last "
-                f"checkpoint in {self.out_dir} (if any) is from before. Lower max_lr, raise "
-                "warmup_steps, or use bf16/fp32 instead of fp16."
-            )
-        self.scaler.unscale_(self.optimizer)
-        if self.monitor:
-            self.monitor.observe_grads(self.step)
-        norm = torch.nn.utils.clip_grad_norm_(
-            self.model.parameters(), self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
-        )
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+                f"{exc} Training stopped; the last checkpoint in {self.out_dir} (if any) is from before."
+            ) from exc
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
         tokens = self.grad_accum_steps * self.cfg.batch_size * self.cfg.seq_len * self.dist.world_size
-        metrics = {"step": self.step, "loss": loss_value, "lr": lr, "grad_norm": float(norm),
+        metrics = {"step": self.step, "loss": result.loss, "lr": lr, "grad_norm": result.grad_norm,
                    "tokens_per_s": tokens / seconds, "ms_per_step": 1000 * seconds}  # fmt: skip
         self.step += 1
         return metrics
 
     def evaluate(self) -> float:
+        """The validation loss (``cfg.eval_batches`` batches, the same every time)."""
         with autocast(self.precision, self.device):
             return estimate_loss(self.model, self.val_loader, self.cfg.eval_batches)
 
@@ -241,7 +243,7 @@ class Trainer:
                 hellaswag_due = self._due(self.cfg.hellaswag_interval, step) or step == self.cfg.max_steps - 1
                 if master and self.cfg.hellaswag_interval and hellaswag_due:
                     record["hellaswag"] = self.hellaswag().to_dict()
-                record = {**self.train_step(), **record}
+                record = {**self.next_step(), **record}
                 self.history["step"].append(step)
                 self.history["train_loss"].append(record["loss"])
                 if master:
@@ -265,6 +267,7 @@ class Trainer:
         return interval > 0 and step % interval == 0
 
     def hellaswag(self):
+        """HellaSwag accuracy of the model on ``cfg.hellaswag_data`` (loaded once)."""
         from .hellaswag import evaluate_hellaswag, load_hellaswag
 
         if not hasattr(self, "_hellaswag_examples"):
@@ -275,15 +278,14 @@ class Trainer:
             return evaluate_hellaswag(self.model, self._hellaswag_examples, progress=False)
 
     def sample(self, prompt: str = "\n", num_sequences: int = 2, max_new_tokens: int = 32) -> list[str]:
-        self.model.eval()
-        try:
+        """``num_sequences`` continuations of ``prompt`` from the model, seeded by the run's seed."""
+        with mode(self.model, training=False):
             return generate_text(self.model, prompt, num_sequences, max_new_tokens, seed=self.cfg.seed)
-        finally:
-            self.model.train()
 
     # --- checkpoints -------------------------------------------------------------------------
 
     def save(self, path: str | Path | None = None) -> Path:
+        """Everything ``resume`` needs, atomically, to ``path`` (default ``out_dir/ckpt.pt``)."""
         return save_checkpoint(
             path or self.out_dir / "ckpt.pt",
             self.model,
@@ -299,13 +301,30 @@ class Trainer:
 
     @classmethod
     def resume(cls, path: str | Path, device: str | torch.device | None = None, **overrides) -> Trainer:
-        """Continue a run from its checkpoint exactly where it stopped."""
+        """Continue a run from its checkpoint exactly where it stopped, with its saved settings.
+
+        ``overrides`` change resumable settings (the schedule, intervals, ``out_dir``, ...); a
+        setting fixed for a run (``knob(resumable=False)``) must keep its saved value.
+        """
         state = load_checkpoint(path, map_location="cpu")
         if "run_config" not in state:
             raise ValueError(
                 f"{path} holds weights only (no run state); load it with lessons_lib.load_model."
             )
-        cfg = replace(RunConfig.from_dict(state["run_config"]), **overrides)
+        saved = RunConfig.from_dict(state["run_config"])
+        fixed = [f.name for f in fields(RunConfig) if not f.metadata["resumable"]]
+        changed = [
+            f"{name}={overrides[name]!r} (saved: {getattr(saved, name)!r})"
+            for name in fixed
+            if name in overrides and overrides[name] != getattr(saved, name)
+        ]
+        if changed:
+            raise ValueError(
+                f"Cannot resume {path} with {', '.join(changed)}: these settings are fixed for a run "
+                "(they shape the model, the data stream, the optimizer state or the random numbers). "
+                "Drop them to continue the run, or start a new run without --resume."
+            )
+        cfg = replace(saved, **overrides)
         trainer = cls(cfg, device)
         trainer.model.load_state_dict(state["model"])
         trainer.optimizer.load_state_dict(state["optimizer"])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lessons_lib import GPT, GPTConfig
-from lessons_lib.trainer import RunConfig, Trainer, TrainingDivergedError
+from lessons_lib.run import RunConfig, Trainer, TrainingDivergedError
 
 TINY = {"model": "cpu-tiny", "batch_size": 2, "seq_len": 16, "max_steps": 6, "warmup_steps": 2,
         "eval_interval": 3, "eval_batches": 1, "precision": "fp32"}  # fmt: skip
@@ -27,25 +27,28 @@ def max_diff(a, b):
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
-def test_gradient_accumulation_equals_the_large_batch():
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=16, vocab_size=200, n_layer=2, n_head=2, n_embd=32))
-    x, y = torch.randint(0, 200, (8, 16)), torch.randint(0, 200, (8, 16))
-    model(x, y)[1].backward()
-    big = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad()
-    for i in range(4):  # the same 8 rows as 4 micro-batches of 2
-        (model(x[2 * i : 2 * i + 2], y[2 * i : 2 * i + 2])[1] / 4).backward()
-    diff = max((p.grad - g).abs().max().item() for p, g in zip(model.parameters(), big, strict=True))
-    assert diff <= 1e-6
+def test_gradient_accumulation_equals_the_large_batch(tmp_path):
+    """4 micro-batches of 2 rows are the same 8 rows as one batch of 8 (the loader reads them
+    consecutively): one Trainer step of each gives the same weights (float64: to rounding)."""
+    big = Trainer(tiny_run(tmp_path / "big", batch_size=8, max_steps=2, precision="fp64"))
+    small = Trainer(tiny_run(tmp_path / "small", batch_size=2, total_batch_tokens=8 * 16, max_steps=2,
+                             precision="fp64"))  # fmt: skip
+    assert (big.grad_accum_steps, small.grad_accum_steps) == (1, 4)
+    before = params(big.model)
+    assert max_diff(before, params(small.model)) == 0.0  # the same init
+    a, b = big.next_step(), small.next_step()
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-12, abs=0)
+    assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-10, abs=0)
+    assert max_diff(before, params(big.model)) > 1e-4  # it moved ...
+    assert max_diff(params(big.model), params(small.model)) <= 1e-12  # ... the same way
 
 
 def test_trainer_accumulates_to_the_token_budget(tmp_path):
     trainer = Trainer(tiny_run(tmp_path, total_batch_tokens=2 * 16 * 4, max_steps=1))
     assert trainer.grad_accum_steps == 4
-    before = trainer.train_loader.chunk
-    trainer.train_step()
-    assert trainer.train_loader.chunk - before == 4 * 2 * 16
+    before = trainer.train_loader.position
+    trainer.next_step()
+    assert trainer.train_loader.position - before == 4 * 2 * 16
     with pytest.raises(ValueError, match=r"not a multiple of batch_size x seq_len x processes = 2 x 16 x 1"):
         Trainer(tiny_run(tmp_path, total_batch_tokens=100))
 
@@ -80,7 +83,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     cfg = tiny_run(tmp_path / "killed", max_steps=8, checkpoint_interval=3)
     script = textwrap.dedent(f"""
         import os, signal
-        from lessons_lib.trainer import RunConfig, Trainer
+        from lessons_lib.run import RunConfig, Trainer
         trainer = Trainer(RunConfig(**{cfg.__dict__!r}))
         trainer.fit(until=5, progress=False)  # checkpoints at step 3; steps 4-5 are lost
         os.kill(os.getpid(), signal.SIGKILL)
@@ -104,6 +107,26 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     with pytest.raises(TrainingDivergedError, match="loss became nan at step 2"):
         trainer.fit(progress=False)
     assert (tmp_path / "run" / "ckpt.pt").read_bytes() == good
+
+
+def test_resume_refuses_a_setting_fixed_for_the_run(tmp_path):
+    first = Trainer(tiny_run(tmp_path))
+    first.fit(until=2, progress=False)
+    path = first.save()
+    with pytest.raises(ValueError, match=r"Cannot resume .* batch_size=4 \(saved: 2\).*fixed for a run"):
+        Trainer.resume(path, batch_size=4)
+    same = Trainer.resume(path, batch_size=2, max_steps=8, eval_interval=4)  # same value; resumable ones
+    assert (same.cfg.max_steps, same.cfg.eval_interval, same.step) == (8, 4, 2)
+
+
+def test_run_config_documents_and_checks_every_setting():
+    from dataclasses import fields
+
+    assert all(f.metadata["help"] for f in fields(RunConfig))
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        RunConfig(batch_size=0)
+    with pytest.raises(ValueError, match="eval_interval must be >= 0"):
+        RunConfig(eval_interval=-1)
 
 
 def test_weights_only_checkpoint_cannot_resume(tmp_path):

@@ -1,0 +1,48 @@
+"""Device choice and seeding."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from lessons_lib.device import DEVICE_ENV, get_device, seed_everything
+
+
+def test_preferred_device_and_the_environment_override(monkeypatch):
+    monkeypatch.delenv(DEVICE_ENV, raising=False)
+    assert get_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv(DEVICE_ENV, "cpu")
+    assert get_device() == torch.device("cpu")
+    assert get_device("cpu:0") == torch.device("cpu:0")  # an explicit choice wins over the variable
+
+
+def test_best_available_without_a_choice(monkeypatch):
+    monkeypatch.delenv(DEVICE_ENV, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert get_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert get_device() == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert get_device() == torch.device("cuda")
+
+
+def test_unavailable_device_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="Device 'cuda' is not available here"):
+        get_device("cuda")
+    with pytest.raises(ValueError, match="is not available"):
+        get_device("xla")
+
+
+def test_seed_everything_repeats_python_numpy_and_torch():
+    def draw():
+        return random.random(), float(np.random.rand()), torch.rand(1).item()
+
+    seed_everything(3)
+    first = draw()
+    seed_everything(3)
+    assert draw() == first
+    seed_everything(4)
+    assert draw() != first

@@ -20,6 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lessons_lib as L  # noqa: E402
+from lessons_lib.cli import positive  # noqa: E402
 
 
 def time_generate(
@@ -38,13 +39,13 @@ def time_generate(
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="cpu-medium", help=f"one of {', '.join(L.PRESETS)}")
-    p.add_argument("--new-tokens", type=int, default=256)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--prompt-len", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    p.add_argument("--out", default="benchmarks/results/kv_cache.md")
+    p.add_argument("--new-tokens", type=positive, default=256, help="tokens to generate per run")
+    p.add_argument("--batch", type=positive, default=1, help="sequences generated together")
+    p.add_argument("--repeats", type=positive, default=3, help="interleaved rounds; the median is kept")
+    p.add_argument("--prompt-len", type=positive, default=8, help="random prompt tokens")
+    p.add_argument("--seed", type=int, default=0, help="seed of the model, the prompt and the sampling")
+    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
+    p.add_argument("--out", default="benchmarks/results/kv_cache.md", help="the results file to write")
     args = p.parse_args(argv)
 
     device = L.get_device(args.device)

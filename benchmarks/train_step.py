@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from lessons_lib.cli import positive
 from lessons_lib.data import DataLoaderLite
 from lessons_lib.loop import train_step
 from lessons_lib.model import GPT, PRESETS, GPTConfig
@@ -340,20 +341,20 @@ def write_atomic(path: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--configs", nargs="+", default=["cpu-small", "cpu-medium"], choices=list(PRESETS))
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per repeat")
+    parser.add_argument("--configs", nargs="+", default=["cpu-small", "cpu-medium"], choices=list(PRESETS),
+                        help="model presets to measure")  # fmt: skip
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"],
+                        help="number formats of the peer rows")  # fmt: skip
+    parser.add_argument("--steps", type=positive, default=3, help="timed steps per repeat")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant first")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the median is kept")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=positive, default=3, help="interleaved rounds; the median is kept")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu or cuda (default: cuda where available)")  # fmt: skip
     parser.add_argument("--compile", action="store_true", help="torch.compile the 'lessons_lib best' model")
     parser.add_argument("--max-variant-seconds", type=float, default=120.0, help="skip slower variants")
     parser.add_argument("--peak-size", type=int, default=None, help="largest matmul for the peak")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the results file to write")
     args = parser.parse_args(argv)
-    for flag in ("steps", "repeats"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag} must be at least 1, got {getattr(args, flag)}.")
     device = torch.device(args.device)
     if device.type not in BATCH_SHAPES:
         parser.error(f"--device {args.device!r}: this benchmark knows batch shapes for cpu and cuda only.")

@@ -1,5 +1,5 @@
-"""What the command lines share: the device flag, where the model comes from (a checkpoint or a
-pretrained GPT-2), and integer flags that must be positive."""
+"""What the command lines share: their parser, the device flag, where the model comes from (a
+checkpoint or a pretrained GPT-2), and integer flags that must be positive."""
 
 from __future__ import annotations
 
@@ -10,6 +10,25 @@ from .device import DEVICE_ENV, get_device
 from .hf import OPENAI_SIZES, load_hf_gpt2
 from .model import GPT
 from .utils import positive_int
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: ...)" to an option's help, unless it has none (None) or says it already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or "(default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def parser(command: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``python -m lessons_lib.<command>``: every option shows its default."""
+    return argparse.ArgumentParser(
+        prog=f"python -m lessons_lib.{command}",
+        description=description,
+        epilog=epilog,
+        formatter_class=_HelpFormatter,
+    )
 
 
 def add_device(p: argparse.ArgumentParser) -> None:

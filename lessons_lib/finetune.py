@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import save_checkpoint
-from .cli import add_model_source, model_from_args, positive
+from .cli import add_model_source, model_from_args, parser, positive
 from .generation import generate
 from .loop import train_step
 from .model import GPT
@@ -236,7 +236,7 @@ def chat(
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Fine-tune a GPT on conversations (JSONL), then chat once.")
+    p = parser("finetune", "Fine-tune a GPT on conversations (JSONL), then chat once.")
     p.add_argument("--data", required=True, help='JSONL, one {"messages": [...]} conversation per line')
     add_model_source(p)
     p.add_argument("--out-dir", required=True, help="where ckpt.pt is written")

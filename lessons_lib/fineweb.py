@@ -31,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .assets import AssetUnavailableError, atomic_write, offline
-from .cli import positive
+from .cli import parser, positive
 from .data import DataLoaderLite
 from .tokenizer import EOT_TOKEN, get_encoding
 from .utils import positive_int
@@ -307,7 +307,7 @@ class ShardedDataLoader(DataLoaderLite):
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = parser("fineweb", "Tokenize FineWeb-Edu (or local files) into uint16 token shards; a rerun resumes.")
     p.add_argument("--out", required=True, help="folder for the shards (a rerun resumes in it)")
     p.add_argument(
         "--input",

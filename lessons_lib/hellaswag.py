@@ -37,7 +37,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .assets import AssetUnavailableError, cache_dir, download
-from .cli import add_model_source, model_from_args, positive
+from .cli import add_model_source, model_from_args, parser, positive
 from .precision import upcast
 from .tokenizer import get_encoding
 from .utils import mode, positive_int
@@ -239,7 +239,7 @@ def evaluate_hellaswag(
 
 
 def main(argv: list[str] | None = None) -> HellaSwagResult:
-    p = argparse.ArgumentParser(description="HellaSwag accuracy of a checkpoint or a pretrained GPT-2.")
+    p = parser("hellaswag", "HellaSwag accuracy of a checkpoint or a pretrained GPT-2.")
     add_model_source(p)
     p.add_argument(
         "--data", default="val", help="a split: train, val, test (downloaded once), or a JSONL path"

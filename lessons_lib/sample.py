@@ -6,14 +6,12 @@
 
 from __future__ import annotations
 
-import argparse
-
-from .cli import add_model_source, model_from_args, positive
+from .cli import add_model_source, model_from_args, parser, positive
 from .generation import generate_text
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Generate text from a checkpoint or a pretrained GPT-2.")
+    p = parser("sample", "Generate text from a checkpoint or a pretrained GPT-2.")
     add_model_source(p)
     p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
     p.add_argument("--num-seq", type=positive, default=4, help="continuations to generate")

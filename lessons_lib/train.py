@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
-from .cli import add_device
+from .cli import add_device, parser
 from .distributed import shutdown
 from .run import RECIPES, RunConfig, Trainer
 from .viz import plot_layer_stats, plot_logit_waterfall, plot_losses
@@ -29,9 +29,10 @@ RESUME_HELP = (
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace, dict]:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="Every run setting is a field of lessons_lib.run.RunConfig, documented there. The "
+    p = parser(
+        "train",
+        "Train a GPT (a recipe, then flags), write its checkpoint, metrics and plots, then sample.",
+        "Every run setting is a field of lessons_lib.run.RunConfig, documented there. The "
         "defaults shown are RunConfig's, which are the shakespeare-cpu recipe; another --recipe "
         "brings its own.",
     )
@@ -48,7 +49,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     for f in fields(RunConfig):
         flag, text = "--" + f.name.replace("_", "-"), f.metadata["help"]
         if f.type in ("bool", bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+            p.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{text} (default: {f.default})",
+            )
         else:
             typ = {"int": int, "float": float, "str": str}[f.type]
             p.add_argument(flag, type=typ, default=None, help=f"{text} (default: {f.default})")

@@ -27,3 +27,46 @@ def test_environment_yml_agrees_with_pyproject():
     assert listed == wanted
     python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python"))
     assert python.replace("python", "") == project["requires-python"]
+
+
+def _library_imports() -> dict[str, set[str]]:
+    """Each lessons_lib module and the lessons_lib modules it imports (anywhere in its code)."""
+    import ast
+
+    graph = {}
+    for path in sorted((ROOT / "lessons_lib").glob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names |= {node.module} if node.module else {a.name for a in node.names}
+        graph[path.stem] = names
+    return graph
+
+
+def test_every_module_has_its_test_file():
+    missing = [
+        m for m in _library_imports() if m != "__init__" and not (ROOT / "tests" / f"test_{m}.py").is_file()
+    ]
+    assert not missing
+
+
+def test_no_library_module_imports_the_course_harness():
+    assert [m for m, deps in _library_imports().items() if "course" in deps] == []
+
+
+def test_library_modules_import_each_other_without_cycles():
+    graph = {m: deps - {"__init__"} for m, deps in _library_imports().items() if m != "__init__"}
+    done, path = set(), []
+
+    def visit(m):
+        assert m not in path, " -> ".join([*path[path.index(m) :], m])
+        if m in done:
+            return
+        path.append(m)
+        for d in sorted(graph[m]):
+            visit(d)
+        path.pop()
+        done.add(m)
+
+    for m in graph:
+        visit(m)

@@ -79,3 +79,10 @@ def test_uncompared_cells_say_why(path):
         if "nbval-ignore-output" in c.get("metadata", {}).get("tags", []):
             first = source(c).lstrip().splitlines()[0]
             assert first.startswith("# ") and "not compared" in first, source(c)[:80]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_lessons_do_not_read_test_fixtures(path):
+    """Lesson data lives in notebooks/data/; tests/data/ belongs to the tests."""
+    code = [source(c) for c in cells(path) if c["cell_type"] == "code"]
+    assert not [i for i, s in enumerate(code) if "tests/data" in s]

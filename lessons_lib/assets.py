@@ -11,8 +11,10 @@ through paths relative to a notebook. Two environment variables steer it:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import urllib.request
@@ -48,18 +50,70 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+class DiskFullError(OSError):
+    """A write ran out of disk space (or quota); the file it was to replace is unchanged."""
+
+
+def _stale_temps(path: Path) -> list[Path]:
+    """Temporary files of ``path`` left by writers that are no longer running (killed mid-write)."""
+    pattern = re.compile(re.escape(f".{path.name}.") + r"(?:(\d+)\.)?[a-z0-9_]{8}\.tmp")
+    stale = []
+    for f in path.parent.iterdir():
+        match = pattern.fullmatch(f.name)
+        if match and not (match[1] and _running(int(match[1]))):
+            stale.append(f)
+    return stale
+
+
+def _running(pid: int) -> bool:
+    if os.name == "nt":  # no signal 0 there; Windows refuses to delete a file a live writer holds open
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def _disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` or an exception it was raised from is "no space left" (torch wraps it)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(f)`` on a temporary file beside ``path``, flush it to disk, then rename it
-    over ``path``: a crash at any moment leaves the old file or the new one, never half of one."""
+    over ``path``: a crash at any moment leaves the old file or the new one, never half of one.
+
+    The temporary file is ``.NAME.PID.XXXXXXXX.tmp``; the next write of ``path`` removes those
+    whose process is gone (killed mid-write). A full disk raises ``DiskFullError``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    for stale in _stale_temps(path):
+        stale.unlink(missing_ok=True)
+    existed = path.exists()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except Exception as exc:
+        if not _disk_full(exc):
+            raise
+        kept = f"The previous {path.name} is intact" if existed else "Nothing was written"
+        free = shutil.disk_usage(path.parent).free
+        raise DiskFullError(
+            f"The disk is full: could not write {path} ({free:,} bytes free in {path.parent}). "
+            f"{kept}; free some space (or choose another folder) and try again."
+        ) from exc
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -79,17 +133,19 @@ def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 3
     """
     if offline():
         raise AssetUnavailableError(f"{OFFLINE_ENV} is set, so {url} was not downloaded.")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            shutil.copyfileobj(resp, out)
-        if sha256 is not None and sha256_of(Path(tmp)) != sha256:
+
+    def fetch(out: BinaryIO) -> None:
+        digest = hashlib.sha256()
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            for chunk in iter(lambda: resp.read(1 << 20), b""):
+                digest.update(chunk)
+                out.write(chunk)
+        if sha256 is not None and digest.hexdigest() != sha256:
             raise AssetUnavailableError(f"{url} downloaded, but its sha256 is not {sha256}.")
-        os.replace(tmp, dest)
+
+    try:
+        return atomic_write(dest, fetch)
+    except DiskFullError:
+        raise
     except OSError as exc:  # URLError, timeouts and DNS failures are all OSErrors
         raise AssetUnavailableError(f"Could not download {url}: {exc}") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return dest

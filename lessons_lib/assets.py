@@ -18,7 +18,7 @@ import re
 import shutil
 import tempfile
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -118,6 +118,20 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def utf8_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` for each line of a UTF-8 text file (a leading BOM is dropped); a byte
+    that is not UTF-8 raises ValueError naming the file and the line, not just the byte offset."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(
+                    f"{path} line {number} is not UTF-8 text (byte {raw[exc.start]:#04x} at column "
+                    f"{exc.start + 1}: {exc.reason}). Save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)."
+                ) from None
 
 
 def atomic_copy(src: Path, dest: Path) -> Path:

@@ -1,8 +1,15 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from lessons_lib import GPT
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +61,11 @@ def test_from_pretrained_loads_exact_weights(hf_folder):
 def test_unknown_pretrained_name():
     with pytest.raises(ValueError, match=r"Unknown pretrained model 'gpt5'.*gpt2, gpt2-medium"):
         GPT.from_pretrained("gpt5")
+
+
+def test_offline_pretrained_name_fails_fast_without_the_hub(tmp_path):
+    env = {**os.environ, "LESSONS_OFFLINE": "1", "HF_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    code = "from lessons_lib import GPT; GPT.from_pretrained('gpt2')"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert "LESSONS_OFFLINE is set and 'gpt2' is not in the Hugging Face cache" in run.stderr

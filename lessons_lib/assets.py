@@ -91,31 +91,34 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     over ``path``: a crash at any moment leaves the old file or the new one, never half of one.
 
     The temporary file is ``.NAME.PID.XXXXXXXX.tmp``; the next write of ``path`` removes those
-    whose process is gone (killed mid-write). A full disk raises ``DiskFullError``.
+    whose process is gone (killed mid-write). A full disk raises ``DiskFullError``, a folder that
+    cannot be written the OSError, both saying that the previous file is intact.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in _stale_temps(path):
-        stale.unlink(missing_ok=True)
-    existed = path.exists()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    kept = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in _stale_temps(path):
+            stale.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except Exception as exc:
-        if not _disk_full(exc):
-            raise
-        kept = f"The previous {path.name} is intact" if existed else "Nothing was written"
-        free = shutil.disk_usage(path.parent).free
-        raise DiskFullError(
-            f"The disk is full: could not write {path} ({free:,} bytes free in {path.parent}). "
-            f"{kept}; free some space (or choose another folder) and try again."
-        ) from exc
+        if _disk_full(exc):
+            free = shutil.disk_usage(path.parent).free
+            raise DiskFullError(
+                f"The disk is full: could not write {path} ({free:,} bytes free in {path.parent}); "
+                f"{kept}. Free some space (or choose another folder) and try again."
+            ) from exc
+        if isinstance(exc, OSError) and exc.filename is not None:  # the folder, not ``write``, failed
+            raise type(exc)(exc.errno, f"Cannot write {path}: {exc.strerror}; {kept}.") from exc
+        raise
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
     return path
 

@@ -165,6 +165,11 @@ def _read_progress(out_dir: Path, shard_size: int, source: str) -> dict:
     }
     path = out_dir / PROGRESS_FILE
     if not path.is_file():
+        if any(out_dir.glob("fineweb_*.npy")):  # a fresh start would mix new shards with these
+            raise ValueError(
+                f"{out_dir} holds shards but no {PROGRESS_FILE}, so what made them is unknown. Choose "
+                "another output folder, or delete those shards to start over."
+            )
         return fresh
     try:
         state = json.loads(path.read_bytes())

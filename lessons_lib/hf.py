@@ -25,7 +25,10 @@ def _load_hf_model(name_or_path: str):
     from transformers import GPT2LMHeadModel
 
     if Path(name_or_path).is_dir():
-        return GPT2LMHeadModel.from_pretrained(name_or_path)
+        try:
+            return GPT2LMHeadModel.from_pretrained(name_or_path)
+        except OSError as exc:  # no config.json, or no weights file
+            raise ValueError(f"{name_or_path} is not a Hugging Face model folder: {exc}") from exc
     if name_or_path not in OPENAI_SIZES:
         raise ValueError(
             f"Unknown pretrained model {name_or_path!r}: give one of {', '.join(OPENAI_SIZES)} "

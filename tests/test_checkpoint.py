@@ -5,6 +5,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -216,7 +217,7 @@ def test_disk_full_says_so_and_keeps_the_previous_checkpoint(tmp_path, monkeypat
             self.f.flush()
 
     monkeypatch.setattr(torch, "save", lambda obj, f: real_save(obj, FullDisk(f)))
-    with pytest.raises(DiskFullError, match="The disk is full.*The previous ckpt.pt is intact"):
+    with pytest.raises(DiskFullError, match="The disk is full.*; the previous ckpt.pt is intact"):
         save_checkpoint(path, tiny(), step=2)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
@@ -237,3 +238,18 @@ def test_a_checkpoint_of_another_size_is_refused_in_one_line(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # untouched
     same = GPT(GPTConfig.from_preset("cpu-tiny", vocab_size=100))
     assert load_weights(same, state, "c.pt") is same
+
+
+def test_an_unwritable_folder_is_named_and_the_previous_checkpoint_kept(tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path / "ckpt.pt", tiny(), step=1)
+
+    def refused(*args, dir, **kwargs):  # what a read-only folder answers (root would not be refused)
+        raise PermissionError(errno.EACCES, "Permission denied", dir)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    with pytest.raises(
+        PermissionError, match="Cannot write .*ckpt.pt: Permission denied; the previous ckpt.pt is"
+    ):
+        save_checkpoint(path, tiny(), step=2)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1

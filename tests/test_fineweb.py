@@ -294,3 +294,12 @@ def test_parquet_without_pyarrow_is_refused_before_any_document(tmp_path, monkey
     )
     with pytest.raises(ImportError, match=r"needs pyarrow: pip install -e '.\[data\]'"):
         next(file_documents([tmp_path]))  # a.txt comes first, but nothing is read
+
+
+def test_shards_without_a_progress_file_are_not_overwritten(tmp_path):
+    prepare_shards(_docs(5), tmp_path, SHARD, workers=1, progress=False)
+    (tmp_path / PROGRESS_FILE).unlink()
+    shards = {p: p.read_bytes() for p in tmp_path.glob("*.npy")}
+    with pytest.raises(ValueError, match="holds shards but no progress.json"):
+        prepare_shards(_docs(3, seed=1), tmp_path, SHARD, workers=1, progress=False)
+    assert {p: p.read_bytes() for p in tmp_path.glob("*.npy")} == shards

@@ -77,13 +77,19 @@ def _running(pid: int) -> bool:
     return True
 
 
-def _disk_full(exc: BaseException | None) -> bool:
-    """Whether ``exc`` or an exception it was raised from is "no space left" (torch wraps it)."""
-    while exc is not None:
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+def _disk_full(exc: BaseException, folder: Path) -> bool:
+    """Whether ``exc``, or an exception it was raised from (torch wraps it), is "no space left";
+    or a write failed with no reason given (numpy's short writes) while ``folder``'s disk is full."""
+    chain = [exc]
+    while chain[-1].__cause__ or chain[-1].__context__:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    if any(isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) for e in chain):
+        return True
+    try:
+        short = any(isinstance(e, OSError) and e.errno is None for e in chain)
+        return short and shutil.disk_usage(folder).free == 0
+    except OSError:
+        return False
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
@@ -108,14 +114,16 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except Exception as exc:
-        if _disk_full(exc):
+        if _disk_full(exc, path.parent):
             free = shutil.disk_usage(path.parent).free
             raise DiskFullError(
                 f"The disk is full: could not write {path} ({free:,} bytes free in {path.parent}); "
                 f"{kept}. Free some space (or choose another folder) and try again."
             ) from exc
         if isinstance(exc, OSError) and exc.filename is not None:  # the folder, not ``write``, failed
-            raise type(exc)(exc.errno, f"Cannot write {path}: {exc.strerror}; {kept}.") from exc
+            not_dir = isinstance(exc, (FileExistsError, NotADirectoryError))  # from mkdir
+            reason = f"{exc.filename} is a file, not a folder" if not_dir else exc.strerror
+            raise type(exc)(exc.errno, f"Cannot write {path}: {reason}; {kept}.") from exc
         raise
     finally:
         if tmp is not None and os.path.exists(tmp):

@@ -81,7 +81,8 @@ def _digest(obj, h) -> None:
 
 
 def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
+    """The first sentence of an error message (torch's go on for lines)."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0]
 
 
 def _checksum(obj) -> str:

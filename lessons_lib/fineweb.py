@@ -173,7 +173,9 @@ def _read_progress(out_dir: Path, shard_size: int, source: str) -> dict:
         return fresh
     try:
         state = json.loads(path.read_bytes())
-        wrong = [k for k, v in fresh.items() if type(state[k]) is not type(v)]
+        wrong = [  # of another type than in a fresh state, or a negative count
+            k for k, v in fresh.items() if type(state[k]) is not type(v) or (type(v) is int and state[k] < 0)
+        ]
         problem = f"wrong values for {', '.join(wrong)}" if wrong else ""
     except (ValueError, TypeError, KeyError) as exc:  # JSON and UTF-8 errors are ValueErrors
         problem = f"{type(exc).__name__}: {exc}"
@@ -218,6 +220,8 @@ def prepare_shards(
         raise ValueError(f"limit_docs must be >= 0, got {limit_docs}.")
     workers = workers or os.cpu_count() or 1
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"{out_dir} is a file; give a folder for the shards.")
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob(".fineweb_*.tmp"):  # left by a run killed mid-write
         stale.unlink()

@@ -2,6 +2,7 @@ import dataclasses
 import errno
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -198,7 +199,8 @@ def test_data_the_loader_would_refuse_is_refused_at_save_time(tmp_path, extra, w
     assert path.read_bytes() == before  # nothing was written
 
 
-def test_disk_full_says_so_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("style", ["errno", "short write"])
+def test_disk_full_says_so_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, style):
     path = save_checkpoint(tmp_path / "ckpt.pt", tiny(), step=1)
     before = path.read_bytes()
     real_save = torch.save
@@ -209,14 +211,18 @@ def test_disk_full_says_so_and_keeps_the_previous_checkpoint(tmp_path, monkeypat
 
         def write(self, data):
             self.written += len(data)
-            if self.written > 1024:
+            if self.written <= 1024:
+                return self.f.write(data)
+            if style == "errno":  # what Python's file objects raise (torch wraps it in a RuntimeError)
                 raise OSError(errno.ENOSPC, "No space left on device")
-            return self.f.write(data)
+            raise OSError(f"{len(data)} requested and 0 written")  # numpy's tofile: no errno
 
         def flush(self):
             self.f.flush()
 
     monkeypatch.setattr(torch, "save", lambda obj, f: real_save(obj, FullDisk(f)))
+    if style == "short write":
+        monkeypatch.setattr(shutil, "disk_usage", lambda folder: shutil._ntuple_diskusage(10**9, 10**9, 0))
     with pytest.raises(DiskFullError, match="The disk is full.*; the previous ckpt.pt is intact"):
         save_checkpoint(path, tiny(), step=2)
     assert path.read_bytes() == before
@@ -241,6 +247,9 @@ def test_a_checkpoint_of_another_size_is_refused_in_one_line(tmp_path):
 
 
 def test_an_unwritable_folder_is_named_and_the_previous_checkpoint_kept(tmp_path, monkeypatch):
+    (tmp_path / "notes").write_text("a file")
+    with pytest.raises(FileExistsError, match="notes is a file, not a folder; nothing was written"):
+        save_checkpoint(tmp_path / "notes" / "ckpt.pt", tiny())
     path = save_checkpoint(tmp_path / "ckpt.pt", tiny(), step=1)
 
     def refused(*args, dir, **kwargs):  # what a read-only folder answers (root would not be refused)

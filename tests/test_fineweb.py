@@ -144,6 +144,8 @@ def test_bad_inputs(tmp_path):
         list(file_documents([tmp_path / "x.csv"]))
     with pytest.raises(ValueError, match="empty"):
         prepare_shards([], tmp_path / "out", SHARD, workers=1, progress=False)
+    with pytest.raises(NotADirectoryError, match="x.csv is a file; give a folder"):
+        prepare_shards(["doc"], tmp_path / "x.csv", SHARD, workers=1, progress=False)
 
 
 def test_parquet_text_column(tmp_path):
@@ -266,7 +268,8 @@ def test_a_utf8_bom_is_not_part_of_the_text(tmp_path):
     [(lambda t: t[: len(t) // 2], "JSONDecodeError"), (lambda t: "", "JSONDecodeError"),
      (lambda t: t.replace('"next_shard": ', '"next_shard": "x", "_": '), "wrong values for next_shard"),
      (lambda t: "[1, 2]", "TypeError"), (lambda t: t.replace('"tokens"', '"tokenz"'), "KeyError: 'tokens'"),
-     (lambda t: "caf\xe9", "UnicodeDecodeError")],
+     (lambda t: "caf\xe9", "UnicodeDecodeError"),
+     (lambda t: t.replace('"documents": ', '"documents": -'), "wrong values for documents")],
 )  # fmt: skip
 def test_a_damaged_progress_file_is_named_and_the_shards_kept(tmp_path, damage, problem):
     prepare_shards(_docs(5), tmp_path, SHARD, workers=1, progress=False)

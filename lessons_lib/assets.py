@@ -139,9 +139,10 @@ def utf8_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
             try:
                 yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as exc:
+                where, byte = exc.start + 1, raw[exc.start]
                 raise ValueError(
-                    f"{path} line {number} is not UTF-8 text (byte {raw[exc.start]:#04x} at column "
-                    f"{exc.start + 1}: {exc.reason}). Save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)."
+                    f"{path} line {number} is not UTF-8 text (its byte {where} is {byte:#04x}: {exc.reason})."
+                    " Save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)."
                 ) from None
 
 

@@ -81,8 +81,9 @@ def _digest(obj, h) -> None:
 
 
 def _first_line(exc: BaseException) -> str:
-    """The first sentence of an error message (torch's go on for lines)."""
-    return (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0]
+    """The first sentence of an error message (torch's go on for lines), without C++ source lines."""
+    line = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return re.sub(r"^\[enforce fail at [^\]]*\] \. ", "", line).split(". ")[0]
 
 
 def _checksum(obj) -> str:

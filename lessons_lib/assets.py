@@ -11,12 +11,14 @@ through paths relative to a notebook. Two environment variables steer it:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -48,22 +50,100 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+class DiskFullError(OSError):
+    """A write ran out of disk space (or quota); the file it was to replace is unchanged."""
+
+
+def _stale_temps(path: Path) -> list[Path]:
+    """Temporary files of ``path`` left by writers that are no longer running (killed mid-write)."""
+    pattern = re.compile(re.escape(f".{path.name}.") + r"(?:(\d+)\.)?[a-z0-9_]{8}\.tmp")
+    stale = []
+    for f in path.parent.iterdir():
+        match = pattern.fullmatch(f.name)
+        if match and not (match[1] and _running(int(match[1]))):
+            stale.append(f)
+    return stale
+
+
+def _running(pid: int) -> bool:
+    if os.name == "nt":  # no signal 0 there; Windows refuses to delete a file a live writer holds open
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def _disk_full(exc: BaseException, folder: Path) -> bool:
+    """Whether ``exc``, or an exception it was raised from (torch wraps it), is "no space left";
+    or a write failed with no reason given (numpy's short writes) while ``folder``'s disk is full."""
+    chain = [exc]
+    while chain[-1].__cause__ or chain[-1].__context__:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    if any(isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) for e in chain):
+        return True
+    try:
+        short = any(isinstance(e, OSError) and e.errno is None for e in chain)
+        return short and shutil.disk_usage(folder).free == 0
+    except OSError:
+        return False
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(f)`` on a temporary file beside ``path``, flush it to disk, then rename it
-    over ``path``: a crash at any moment leaves the old file or the new one, never half of one."""
+    over ``path``: a crash at any moment leaves the old file or the new one, never half of one.
+
+    The temporary file is ``.NAME.PID.XXXXXXXX.tmp``; the next write of ``path`` removes those
+    whose process is gone (killed mid-write). A full disk raises ``DiskFullError``, a folder that
+    cannot be written the OSError, both saying that the previous file is intact.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    kept = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in _stale_temps(path):
+            stale.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except Exception as exc:
+        if _disk_full(exc, path.parent):
+            free = shutil.disk_usage(path.parent).free
+            raise DiskFullError(
+                f"The disk is full: could not write {path} ({free:,} bytes free in {path.parent}); "
+                f"{kept}. Free some space (or choose another folder) and try again."
+            ) from exc
+        if isinstance(exc, OSError) and exc.filename is not None:  # the folder, not ``write``, failed
+            not_dir = isinstance(exc, (FileExistsError, NotADirectoryError))  # from mkdir
+            reason = f"{exc.filename} is a file, not a folder" if not_dir else exc.strerror
+            raise type(exc)(exc.errno, f"Cannot write {path}: {reason}; {kept}.") from exc
+        raise
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def utf8_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` for each line of a UTF-8 text file (a leading BOM is dropped); a byte
+    that is not UTF-8 raises ValueError naming the file and the line, not just the byte offset."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                where, byte = exc.start + 1, raw[exc.start]
+                raise ValueError(
+                    f"{path} line {number} is not UTF-8 text (its byte {where} is {byte:#04x}: {exc.reason})."
+                    " Save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)."
+                ) from None
 
 
 def atomic_copy(src: Path, dest: Path) -> Path:
@@ -79,17 +159,19 @@ def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 3
     """
     if offline():
         raise AssetUnavailableError(f"{OFFLINE_ENV} is set, so {url} was not downloaded.")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            shutil.copyfileobj(resp, out)
-        if sha256 is not None and sha256_of(Path(tmp)) != sha256:
+
+    def fetch(out: BinaryIO) -> None:
+        digest = hashlib.sha256()
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            for chunk in iter(lambda: resp.read(1 << 20), b""):
+                digest.update(chunk)
+                out.write(chunk)
+        if sha256 is not None and digest.hexdigest() != sha256:
             raise AssetUnavailableError(f"{url} downloaded, but its sha256 is not {sha256}.")
-        os.replace(tmp, dest)
+
+    try:
+        return atomic_write(dest, fetch)
+    except DiskFullError:
+        raise
     except OSError as exc:  # URLError, timeouts and DNS failures are all OSErrors
         raise AssetUnavailableError(f"Could not download {url}: {exc}") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return dest

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .assets import utf8_lines
 from .checkpoint import save_checkpoint
 from .cli import add_model_source, model_from_args, parser, positive
 from .generation import generate
@@ -66,20 +67,19 @@ def load_conversations(path: str | os.PathLike) -> list[Conversation]:
     """Read a conversational JSONL file (format in the module docstring), checking every line."""
     path = Path(path)
     conversations = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}, line {n}: invalid JSON ({exc}).") from exc
-            if not isinstance(obj, dict) or "messages" not in obj:
-                raise ValueError(f"{path}, line {n}: no 'messages' key; expected {{\"messages\": [...]}}.")
-            try:
-                conversations.append(check_messages(obj["messages"]))
-            except ValueError as exc:
-                raise ValueError(f"{path}, line {n}: {exc}") from exc
+    for n, line in utf8_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}, line {n}: invalid JSON ({exc}).") from exc
+        if not isinstance(obj, dict) or "messages" not in obj:
+            raise ValueError(f"{path}, line {n}: no 'messages' key; expected {{\"messages\": [...]}}.")
+        try:
+            conversations.append(check_messages(obj["messages"]))
+        except ValueError as exc:
+            raise ValueError(f"{path}, line {n}: {exc}") from exc
     if not conversations:
         raise ValueError(f"{path} holds no conversations.")
     return conversations

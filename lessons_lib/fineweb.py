@@ -19,6 +19,7 @@ the same shards as an uninterrupted run.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
 import json
 import os
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .assets import AssetUnavailableError, atomic_write, offline
+from .assets import AssetUnavailableError, atomic_write, offline, utf8_lines
 from .cli import parser, positive
 from .data import DataLoaderLite
 from .tokenizer import EOT_TOKEN, get_encoding
@@ -88,43 +89,52 @@ def _expand(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def _jsonl_documents(path: Path) -> Iterator[str]:
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                text = json.loads(line)["text"]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ValueError(
-                    f'{path} line {number} is not a JSON object with a "text" field '
-                    f"({type(exc).__name__}: {exc}): {line[:80]!r}"
-                ) from exc
-            if not isinstance(text, str):
-                raise ValueError(f'{path} line {number}: "text" is a {type(text).__name__}, not a string.')
-            yield text
+    for number, line in utf8_lines(path):
+        if not line.strip():
+            continue
+        try:
+            text = json.loads(line)["text"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(
+                f'{path} line {number} is not a JSON object with a "text" field '
+                f"({type(exc).__name__}: {exc}): {line[:80]!r}"
+            ) from exc
+        if not isinstance(text, str):
+            raise ValueError(f'{path} line {number}: "text" is a {type(text).__name__}, not a string.')
+        yield text
 
 
 def _parquet_documents(path: Path) -> Iterator[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
-        import pyarrow.parquet as pq
-    except ImportError as exc:
-        raise ImportError(f"Reading {path} needs pyarrow: pip install pyarrow") from exc
-    parquet = pq.ParquetFile(path)
-    if "text" not in parquet.schema_arrow.names:
-        raise ValueError(f'{path} has no "text" column (columns: {parquet.schema_arrow.names}).')
-    for batch in parquet.iter_batches(columns=["text"], batch_size=1024):
-        yield from batch.column(0).to_pylist()
+        parquet = pq.ParquetFile(path)
+        if "text" not in parquet.schema_arrow.names:
+            raise ValueError(f'{path} has no "text" column (columns: {parquet.schema_arrow.names}).')
+        row = 0
+        for batch in parquet.iter_batches(columns=["text"], batch_size=1024):
+            for text in batch.column(0).to_pylist():
+                if not isinstance(text, str):
+                    raise ValueError(f'{path} row {row}: "text" is {text!r:.40}, not a string.')
+                yield text
+                row += 1
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"{path} is not a readable parquet file ({exc}).") from exc
 
 
 def file_documents(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
     """Documents from local files, in the order given (folders: their files, sorted).
 
     ``.txt``: the whole file is one document. ``.jsonl``: one JSON object per line, its "text"
-    field (blank lines skipped). ``.parquet``: the "text" column (needs pyarrow).
+    field (blank lines skipped). ``.parquet``: the "text" column (needs pyarrow). All text is UTF-8.
     """
-    for path in _expand(paths):
+    files = _expand(paths)
+    if any(f.suffix == ".parquet" for f in files) and importlib.util.find_spec("pyarrow") is None:
+        raise ImportError("Reading .parquet files needs pyarrow: pip install -e '.[data]' (or pyarrow).")
+    for path in files:
         if path.suffix == ".txt":
-            yield path.read_text(encoding="utf-8")
+            yield "".join(line for _, line in utf8_lines(path))
         elif path.suffix == ".jsonl":
             yield from _jsonl_documents(path)
         else:
@@ -156,8 +166,25 @@ def _read_progress(out_dir: Path, shard_size: int, source: str) -> dict:
     }
     path = out_dir / PROGRESS_FILE
     if not path.is_file():
+        if any(out_dir.glob("fineweb_*.npy")):  # a fresh start would mix new shards with these
+            raise ValueError(
+                f"{out_dir} holds shards but no {PROGRESS_FILE}, so what made them is unknown. Choose "
+                "another output folder, or delete those shards to start over."
+            )
         return fresh
-    state = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        state = json.loads(path.read_bytes())
+        wrong = [  # of another type than in a fresh state, or a negative count
+            k for k, v in fresh.items() if type(state[k]) is not type(v) or (type(v) is int and state[k] < 0)
+        ]
+        problem = f"wrong values for {', '.join(wrong)}" if wrong else ""
+    except (ValueError, TypeError, KeyError) as exc:  # JSON and UTF-8 errors are ValueErrors
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem:
+        raise ValueError(
+            f"{path} is damaged, truncated or edited ({problem}). It records how far an earlier run "
+            f"got; without it the shards in {out_dir} cannot be resumed: delete the folder to start over."
+        )
     for key in ("shard_size", "source"):
         if state[key] != fresh[key]:
             raise ValueError(
@@ -193,6 +220,8 @@ def prepare_shards(
         raise ValueError(f"limit_docs must be >= 0, got {limit_docs}.")
     workers = workers or os.cpu_count() or 1
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"{out_dir} is a file; give a folder for the shards.")
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob(".fineweb_*.tmp"):  # left by a run killed mid-write
         stale.unlink()

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .assets import AssetUnavailableError, cache_dir, download
+from .assets import AssetUnavailableError, cache_dir, download, utf8_lines
 from .cli import add_model_source, model_from_args, parser, positive
 from .precision import upcast
 from .tokenizer import get_encoding
@@ -102,28 +102,31 @@ def load_hellaswag(source: str | os.PathLike = "val", limit: int | None = None) 
     if limit is not None:
         positive_int("limit (examples to load; None for all)", limit)
     examples = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if limit is not None and len(examples) >= limit:
-                break
-            if not line.strip():
-                continue
-            try:
-                ex = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}, line {lineno}: not valid JSON ({exc}).") from exc
-            examples.append(_check_example(ex, f"{path}, line {lineno}"))
+    for lineno, line in utf8_lines(path):
+        if limit is not None and len(examples) >= limit:
+            break
+        if not line.strip():
+            continue
+        try:
+            ex = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}, line {lineno}: not valid JSON ({exc}).") from exc
+        examples.append(_check_example(ex, f"{path}, line {lineno}"))
     if not examples:
         raise ValueError(f"{path} holds no examples.")
     return examples
 
 
 def _rows(example: dict) -> list[tuple[list[int], int]]:
-    """Each ending as (context + ending tokens, number of context tokens)."""
+    """Each ending as (context + ending tokens, number of context tokens).
+
+    The text is data, so it is encoded as plain text: a literal "<|endoftext|>" in it is scored as
+    the characters it is, never as the end-of-text token.
+    """
     enc = get_encoding()
-    ctx = enc.encode(example["ctx"])
+    ctx = enc.encode_ordinary(example["ctx"])
     # the leading space makes the ending's first word the token GPT-2 would see mid-sentence
-    return [(ctx + enc.encode(" " + ending), len(ctx)) for ending in example["endings"]]
+    return [(ctx + enc.encode_ordinary(" " + ending), len(ctx)) for ending in example["endings"]]
 
 
 def _pack(rows: list[tuple[list[int], int]], block_size: int | None) -> tuple[torch.Tensor, torch.Tensor]:

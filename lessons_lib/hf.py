@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .assets import AssetUnavailableError
+from .assets import OFFLINE_ENV, AssetUnavailableError, offline
 from .model import GPT, GPTConfig
 
 OPENAI_SIZES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
@@ -25,19 +25,30 @@ def _load_hf_model(name_or_path: str):
     from transformers import GPT2LMHeadModel
 
     if Path(name_or_path).is_dir():
-        return GPT2LMHeadModel.from_pretrained(name_or_path)
+        try:
+            return GPT2LMHeadModel.from_pretrained(name_or_path)
+        except OSError as exc:  # no config.json, or no weights file
+            raise ValueError(f"{name_or_path} is not a Hugging Face model folder: {exc}") from exc
     if name_or_path not in OPENAI_SIZES:
         raise ValueError(
             f"Unknown pretrained model {name_or_path!r}: give one of {', '.join(OPENAI_SIZES)} "
             "or the path of a local folder saved with save_pretrained (config.json + weights)."
         )
+    local = "pass the path of a folder that holds a save_pretrained copy"
+    if offline():  # only the Hugging Face cache of an earlier download, without waiting for the hub
+        try:
+            return GPT2LMHeadModel.from_pretrained(name_or_path, local_files_only=True)
+        except OSError as exc:
+            raise AssetUnavailableError(
+                f"{OFFLINE_ENV} is set and {name_or_path!r} is not in the Hugging Face cache, so it was "
+                f"not downloaded. Run once with internet access (without {OFFLINE_ENV}), or {local}."
+            ) from exc
     try:
         return GPT2LMHeadModel.from_pretrained(name_or_path)
     except OSError as exc:
         raise AssetUnavailableError(
             f"Could not fetch {name_or_path!r} from the Hugging Face hub ({exc}). With internet "
-            "access it downloads once into the Hugging Face cache; offline, pass the path of a "
-            "folder that holds a save_pretrained copy."
+            f"access it downloads once into the Hugging Face cache; offline, {local}."
         ) from exc
 
 

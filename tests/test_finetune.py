@@ -163,3 +163,9 @@ def test_command_finetunes_a_checkpoint(tmp_path, convs, capsys):
     assert "fine-tuned 8 conversations for 3 steps" in printed
     assert "user: What is the capital of France?\nassistant: " in printed
     json.dumps(state["finetune"])  # plain data only
+
+
+def test_a_file_that_is_not_utf8_names_the_line(tmp_path):
+    (tmp_path / "chat.jsonl").write_bytes(f"{GOOD}\n{GOOD}\n".replace("Hello", "Ol\xe1").encode("latin-1"))
+    with pytest.raises(ValueError, match="chat.jsonl line 1 is not UTF-8 text"):
+        ft.load_conversations(tmp_path / "chat.jsonl")

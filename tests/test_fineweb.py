@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import random
 
@@ -143,6 +144,8 @@ def test_bad_inputs(tmp_path):
         list(file_documents([tmp_path / "x.csv"]))
     with pytest.raises(ValueError, match="empty"):
         prepare_shards([], tmp_path / "out", SHARD, workers=1, progress=False)
+    with pytest.raises(NotADirectoryError, match="x.csv is a file; give a folder"):
+        prepare_shards(["doc"], tmp_path / "x.csv", SHARD, workers=1, progress=False)
 
 
 def test_parquet_text_column(tmp_path):
@@ -153,6 +156,9 @@ def test_parquet_text_column(tmp_path):
     pq.write_table(pa.table({"body": ["x"]}), tmp_path / "e.parquet")
     with pytest.raises(ValueError, match='no "text" column'):
         list(file_documents([tmp_path / "e.parquet"]))
+    pq.write_table(pa.table({"text": ["x", None]}), tmp_path / "f.parquet")
+    with pytest.raises(ValueError, match='f.parquet row 1: "text" is None, not a string'):
+        list(file_documents([tmp_path / "f.parquet"]))
 
 
 def test_hub_offline_suggests_local_files(tmp_path, capsys):
@@ -241,3 +247,62 @@ def test_corrupt_or_small_shard_is_named(counting, corrupt, problem):
     with pytest.raises(ShardError, match=problem) as err:
         ShardedDataLoader(4, 8, counting)
     assert "fineweb_train_000002.npy" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["doc.txt", "docs.jsonl"])
+def test_files_that_are_not_utf8_name_the_file_and_line(tmp_path, name):
+    src = tmp_path / name
+    src.write_bytes(b'{"text": "one"}\n{"text": "two"}\n{"text": "caf\xe9"}\n')  # latin-1 on line 3
+    with pytest.raises(ValueError, match=f"{name} line 3 is not UTF-8 text \\(its byte 14 is 0xe9: invalid"):
+        list(file_documents([src]))
+
+
+def test_a_utf8_bom_is_not_part_of_the_text(tmp_path):
+    (tmp_path / "a.jsonl").write_bytes(b'\xef\xbb\xbf{"text": "first"}\n')  # as Windows editors save it
+    (tmp_path / "b.txt").write_bytes("\ufeffsecond".encode())
+    assert list(file_documents([tmp_path])) == ["first", "second"]
+
+
+@pytest.mark.parametrize(
+    "damage, problem",
+    [(lambda t: t[: len(t) // 2], "JSONDecodeError"), (lambda t: "", "JSONDecodeError"),
+     (lambda t: t.replace('"next_shard": ', '"next_shard": "x", "_": '), "wrong values for next_shard"),
+     (lambda t: "[1, 2]", "TypeError"), (lambda t: t.replace('"tokens"', '"tokenz"'), "KeyError: 'tokens'"),
+     (lambda t: "caf\xe9", "UnicodeDecodeError"),
+     (lambda t: t.replace('"documents": ', '"documents": -'), "wrong values for documents")],
+)  # fmt: skip
+def test_a_damaged_progress_file_is_named_and_the_shards_kept(tmp_path, damage, problem):
+    prepare_shards(_docs(5), tmp_path, SHARD, workers=1, progress=False)
+    progress = tmp_path / PROGRESS_FILE
+    progress.write_bytes(damage(progress.read_text()).encode("latin-1"))
+    shards = {p: p.read_bytes() for p in tmp_path.glob("*.npy")}
+    with pytest.raises(ValueError, match=f"progress.json is damaged, truncated or edited \\({problem}"):
+        prepare_shards(_docs(5), tmp_path, SHARD, workers=1, progress=False)
+    assert shards and {p: p.read_bytes() for p in tmp_path.glob("*.npy")} == shards
+
+
+def test_a_file_that_is_not_parquet_is_named(tmp_path):
+    pytest.importorskip("pyarrow")
+    (tmp_path / "d.parquet").write_text('{"text": "I am JSON"}\n')
+    with pytest.raises(ValueError, match="d.parquet is not a readable parquet file"):
+        list(file_documents([tmp_path / "d.parquet"]))
+
+
+def test_parquet_without_pyarrow_is_refused_before_any_document(tmp_path, monkeypatch):
+    (tmp_path / "a.txt").write_text("first")
+    (tmp_path / "b.parquet").write_bytes(b"PAR1")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else find_spec(name, *a)
+    )
+    with pytest.raises(ImportError, match=r"needs pyarrow: pip install -e '.\[data\]'"):
+        next(file_documents([tmp_path]))  # a.txt comes first, but nothing is read
+
+
+def test_shards_without_a_progress_file_are_not_overwritten(tmp_path):
+    prepare_shards(_docs(5), tmp_path, SHARD, workers=1, progress=False)
+    (tmp_path / PROGRESS_FILE).unlink()
+    shards = {p: p.read_bytes() for p in tmp_path.glob("*.npy")}
+    with pytest.raises(ValueError, match="holds shards but no progress.json"):
+        prepare_shards(_docs(3, seed=1), tmp_path, SHARD, workers=1, progress=False)
+    assert {p: p.read_bytes() for p in tmp_path.glob("*.npy")} == shards

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from lessons_lib import GPT, AssetUnavailableError, GPTConfig, get_encoding, save_checkpoint
+from lessons_lib import EOT_TOKEN, GPT, AssetUnavailableError, GPTConfig, get_encoding, save_checkpoint
 from lessons_lib import hellaswag as hs
 
 MINI = Path(__file__).parent / "data" / "hellaswag_mini.jsonl"
@@ -229,3 +229,23 @@ def test_command_on_a_tiny_checkpoint(tmp_path, capsys, examples):
     assert "HellaSwag: 5 examples, acc " in capsys.readouterr().out
     assert result == hs.evaluate_hellaswag(model, examples[:5], progress=False)
     assert set(result.to_dict()) == {"n", "acc", "acc_norm"}
+
+
+def test_end_of_text_in_the_data_is_scored_as_plain_text(examples):
+    ex = {**examples[0], "ctx": examples[0]["ctx"] + " <|endoftext|>"}
+    ex["endings"] = ["<|endoftext|>", *ex["endings"][1:]]
+    tokens, mask, _ = hs.render_example(ex)
+    enc = get_encoding()
+    ctx = enc.encode_ordinary(ex["ctx"])
+    first = ctx + enc.encode_ordinary(" <|endoftext|>")  # the characters, not the end-of-text token
+    assert tokens[0, : len(first)].tolist() == first and mask[0].sum() == len(first) - len(ctx)
+    assert EOT_TOKEN not in tokens
+    assert hs.evaluate_hellaswag(tiny_gpt(), [ex], progress=False).n == 1
+
+
+def test_a_file_that_is_not_utf8_names_the_line(tmp_path):
+    good = MINI.read_bytes().splitlines()[0]
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(good + b"\n" + good.replace(b'"ctx": "', b'"ctx": "Caf\xe9 ', 1) + b"\n")
+    with pytest.raises(ValueError, match="latin1.jsonl line 2 is not UTF-8 text"):
+        hs.load_hellaswag(path)

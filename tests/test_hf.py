@@ -2,6 +2,10 @@
 and export (``export_hf_gpt2``) writes a folder that transformers and lessons_lib both load back."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +13,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from lessons_lib import EOT_TOKEN, GPT, GPTConfig, generate, generate_text, sample
 from lessons_lib.hf import export_hf_gpt2, load_hf_gpt2
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +129,11 @@ def test_sampling_command_runs_on_the_export(exported, capsys):
     sample.main(["--pretrained", str(folder), "--prompt", "Hi", "--num-seq", "1", "--max-tokens", "3"])
     (expected,) = generate_text(model, "Hi", num_sequences=1, max_new_tokens=3, seed=42)  # its defaults
     assert capsys.readouterr().out == f"> {expected}\n\n"
+
+
+def test_offline_pretrained_name_fails_fast_without_the_hub(tmp_path):
+    env = {**os.environ, "LESSONS_OFFLINE": "1", "HF_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    code = "from lessons_lib import load_hf_gpt2; load_hf_gpt2('gpt2')"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert "LESSONS_OFFLINE is set and 'gpt2' is not in the Hugging Face cache" in run.stderr

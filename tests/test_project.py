@@ -1,8 +1,12 @@
-"""Project hygiene: environment.yml and pyproject.toml list the same dependencies."""
+"""Project hygiene: environment.yml and pyproject.toml list the same dependencies; commands run cleanly."""
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 try:
@@ -70,3 +74,13 @@ def test_library_modules_import_each_other_without_cycles():
 
     for m in graph:
         visit(m)
+
+
+@pytest.mark.parametrize("module", ["fineweb", "hellaswag"])
+def test_command_modules_are_not_imported_twice(module):
+    """``python -m lessons_lib.X`` warns (runpy) when importing the package already imported X."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-W", "error::RuntimeWarning", "-m", f"lessons_lib.{module}", "--help"]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "usage:" in run.stdout, run.stderr
+    assert "Warning" not in run.stderr

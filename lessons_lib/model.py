@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .chunked_loss import linear_cross_entropy
 from .precision import upcast
 from .utils import positive_int
 
@@ -203,10 +204,16 @@ class GPT(nn.Module):
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return_logits: bool = True,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Logits ``(B, T, vocab_size)`` for every position, and the mean cross-entropy if
-        ``targets`` (same shape as ``idx``; -100 marks positions to ignore) are given."""
-        self._check_input(idx, kv_cache)
+        ``targets`` (same shape as ``idx``; -100 marks positions to ignore) are given.
+
+        ``return_logits=False`` with targets (a training step that only needs the loss) returns
+        ``(None, loss)`` and computes the loss with ``linear_cross_entropy``: no (B, T, V) logits,
+        only one vocabulary chunk of them at a time (lessons_lib/chunked_loss.py).
+        """
+        self._check_input(idx, targets, kv_cache)
         B, T = idx.size()
         start = 0 if kv_cache is None else kv_cache.pos
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
@@ -216,19 +223,18 @@ class GPT(nn.Module):
         if kv_cache is not None:
             kv_cache.pos += T
         x = self.transformer.ln_f(x)
+        if targets is not None and not return_logits:
+            weight = self.lm_head.weight[: self.config.vocab_size]  # padding rows are never predicted
+            return None, linear_cross_entropy(x.reshape(B * T, -1), weight, targets.reshape(-1))
         logits = self.lm_head(x)  # (B, T, padded_vocab_size)
         if self.config.padded_vocab_size != self.config.vocab_size:
             logits = logits[..., : self.config.vocab_size]  # padding rows are never predicted
         loss = None
         if targets is not None:
-            if targets.shape != idx.shape:
-                raise ValueError(
-                    f"targets must have the shape of idx {tuple(idx.shape)}, got {tuple(targets.shape)}."
-                )
             loss = F.cross_entropy(upcast(logits.reshape(-1, logits.size(-1))), targets.reshape(-1))
         return logits, loss
 
-    def _check_input(self, idx: torch.Tensor, kv_cache: KVCache | None) -> None:
+    def _check_input(self, idx: torch.Tensor, targets: torch.Tensor | None, kv_cache: KVCache | None) -> None:
         if not isinstance(idx, torch.Tensor) or idx.dim() != 2:
             shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
             raise ValueError(f"idx must be a 2-D tensor of token ids (B, T), got {shape}.")
@@ -236,6 +242,10 @@ class GPT(nn.Module):
             raise TypeError(
                 f"idx must hold integer token ids, got dtype {idx.dtype}. "
                 "Convert with idx.long(), or encode text with lessons_lib.get_encoding()."
+            )
+        if targets is not None and targets.shape != idx.shape:
+            raise ValueError(
+                f"targets must have the shape of idx {tuple(idx.shape)}, got {tuple(targets.shape)}."
             )
         T = idx.size(1)
         past = 0 if kv_cache is None else kv_cache.pos
@@ -250,9 +260,14 @@ class GPT(nn.Module):
         if torch.compiler.is_compiling():
             return
         bad = (idx < 0) | (idx >= self.config.vocab_size)
-        if bad.any():
-            first = idx[bad][0].item()
-            raise ValueError(
-                f"Token id {first} is outside the vocabulary [0, {self.config.vocab_size}). "
-                "Encode text with the tokenizer the model was built for, or raise vocab_size."
-            )
+        where = (
+            f"outside the vocabulary [0, {self.config.vocab_size}). "
+            "Encode text with the tokenizer the model was built for, or raise vocab_size."
+        )
+        if idx.device.type == "cpu":
+            if bad.any():  # on the CPU the answer is already there: no wait
+                raise ValueError(f"Token id {idx[bad][0].item()} is {where}")
+        else:
+            # Reading the answer back would make the host wait for the GPU in every forward
+            # (a sync); the device checks it instead and the error surfaces at the next sync.
+            torch._assert_async(~bad.any(), f"A token id is {where}")

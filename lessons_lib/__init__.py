@@ -18,7 +18,7 @@ from .monitor import TrainingMonitor
 from .optim import configure_optimizer, cosine_lr
 from .precision import resolve_precision
 from .tokenizer import EOT_TOKEN, get_encoding
-from .utils import mode, positive_int
+from .utils import UserError, mode, positive_int
 
 # Imported on first use: ``python -m lessons_lib.fineweb`` (or ``.hellaswag``) runs that module as
 # __main__, and had the package imported it already, it would exist twice (runpy warns about it).
@@ -43,7 +43,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "EOT_TOKEN", "GPT", "MLP", "PRESETS", "RECIPES", "AssetUnavailableError", "Block",
     "CausalSelfAttention", "CheckpointError", "DataLoaderLite", "GPTConfig", "KVCache", "RunConfig",
-    "ShardedDataLoader", "Trainer", "TrainingDivergedError", "TrainingMonitor",
+    "ShardedDataLoader", "Trainer", "TrainingDivergedError", "TrainingMonitor", "UserError",
     "cache_dir", "configure_optimizer", "cosine_lr", "estimate_loss", "evaluate_hellaswag",
     "export_hf_gpt2", "generate", "generate_text", "get_device", "get_encoding", "load_checkpoint",
     "load_hellaswag", "load_hf_gpt2", "load_model", "load_shakespeare", "mode", "positive_int",

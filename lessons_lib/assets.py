@@ -22,12 +22,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from .utils import UserError
+
 CACHE_ENV = "LESSONS_CACHE"
 OFFLINE_ENV = "LESSONS_OFFLINE"
 
 
-class AssetUnavailableError(RuntimeError):
-    """An external file could not be found locally nor downloaded."""
+class AssetUnavailableError(UserError, RuntimeError):
+    """An external file or package could not be found locally nor downloaded; the message says
+    where to get it."""
 
 
 def cache_dir(*parts: str) -> Path:
@@ -133,14 +136,14 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
 
 def utf8_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     """``(line number, line)`` for each line of a UTF-8 text file (a leading BOM is dropped); a byte
-    that is not UTF-8 raises ValueError naming the file and the line, not just the byte offset."""
+    that is not UTF-8 raises UserError naming the file and the line, not just the byte offset."""
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
             try:
                 yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as exc:
                 where, byte = exc.start + 1, raw[exc.start]
-                raise ValueError(
+                raise UserError(
                     f"{path} line {number} is not UTF-8 text (its byte {where} is {byte:#04x}: {exc.reason})."
                     " Save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)."
                 ) from None

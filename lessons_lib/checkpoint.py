@@ -27,6 +27,7 @@ import torch
 
 from .assets import atomic_write
 from .model import GPT, PRESETS, GPTConfig
+from .utils import UserError
 
 CHECKSUM_KEY = "sha256"
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
@@ -35,7 +36,7 @@ PLAIN_TYPES = (bool, int, float, complex, str, bytes, type(None), torch.Size, to
 WEIGHT_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "vocab_multiple")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint cannot be used: missing, damaged, of another model size, or not plain data."""
 
 
@@ -96,11 +97,21 @@ def save_checkpoint(path: str | os.PathLike, model: GPT, **extra) -> Path:
     """Write ``model``'s weights and config plus ``extra`` plain data (step, optimizer state...).
 
     Paths in ``extra`` are saved as strings and numpy scalars as Python numbers; any other object
-    the loader would refuse raises CheckpointError before anything is written. A crash, or a full
-    disk (``assets.DiskFullError``), leaves the previous file at ``path`` intact.
+    the loader would refuse raises CheckpointError before anything is written, and so do weights
+    that hold NaN or infinite values (a diverged model). A crash, or a full disk
+    (``assets.DiskFullError``), leaves the previous file at ``path`` intact.
     """
     if reserved := {"config", CHECKSUM_KEY} & set(extra):
         raise CheckpointError(f"{sorted(reserved)}: names the checkpoint uses itself; rename that data.")
+    tensors = [*model.named_parameters(), *model.named_buffers()]  # tied weights once
+    broken = [name for name, t in tensors if t.is_floating_point() and not t.isfinite().all()]
+    if broken:
+        kept = f"the previous {Path(path).name} is intact" if Path(path).exists() else "nothing was written"
+        more = f" and {len(broken) - 1} more tensor(s)" if len(broken) > 1 else ""
+        raise CheckpointError(
+            f"Not saving {path}: {broken[0]}{more} hold NaN or infinite values (the model diverged); {kept}. "
+            "A lower learning rate, or a longer warmup, may help."
+        )
     state = _plain({"model": model.state_dict(), "config": model.config.to_dict(), **extra}, "checkpoint")
     state[CHECKSUM_KEY] = _checksum(state)
     return atomic_write(Path(path), lambda f: torch.save(state, f))

@@ -1,15 +1,22 @@
-"""What the command lines share: their parser, the device flag, where the model comes from (a
-checkpoint or a pretrained GPT-2), and integer flags that must be positive."""
+"""What the command lines share: their parser, how they report errors, the device flag, where the
+model comes from (a checkpoint or a pretrained GPT-2), and number flags checked against a range."""
 
 from __future__ import annotations
 
 import argparse
+import functools
+import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 from .checkpoint import load_model
 from .device import DEVICE_ENV, get_device
 from .hf import OPENAI_SIZES, load_hf_gpt2
 from .model import GPT
-from .utils import positive_int
+from .utils import POSITIVE, Bounds, UserError
+
+R = TypeVar("R")
+INTERRUPTED = 130  # the exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -21,10 +28,25 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _prog(command: str) -> str:
+    return f"python -m lessons_lib.{command}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """A flag error in one line (argparse's exit status 2), not the whole usage text."""
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (--help lists the options)\n")
+
+
 def parser(command: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
-    """The parser of ``python -m lessons_lib.<command>``: every option shows its default."""
-    return argparse.ArgumentParser(
-        prog=f"python -m lessons_lib.{command}",
+    """The parser of ``python -m lessons_lib.<command>``: every option shows its default, and a bad
+    flag is reported in one line."""
+    return _Parser(
+        prog=_prog(command),
         description=description,
         epilog=epilog,
         formatter_class=_HelpFormatter,
@@ -60,9 +82,39 @@ def model_from_args(args: argparse.Namespace) -> GPT:
     return load_hf_gpt2(args.pretrained).to(device)
 
 
-def positive(text: str) -> int:
-    """An argparse ``type``: a positive integer, or a usage error that says so."""
-    try:
-        return positive_int("the value", int(text))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer") from exc
+def command(name: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Decorates the ``main(argv)`` of ``python -m lessons_lib.<name>``: a ``UserError`` or an
+    ``OSError`` (a file or folder that cannot be used, a full disk) is printed as one line on stderr
+    and exits with status 1; Ctrl-C exits with status 130 and its message, if any (the trainer's
+    says how to resume). Any other exception is a bug and keeps its traceback."""
+
+    def decorate(main: Callable[..., R]) -> Callable[..., R]:
+        @functools.wraps(main)
+        def run(argv: list[str] | None = None) -> R:
+            try:
+                return main(argv)
+            except KeyboardInterrupt as exc:
+                print(f"{_prog(name)}: {_one_line(str(exc)) or 'interrupted'}", file=sys.stderr)
+                raise SystemExit(INTERRUPTED) from None
+            except (UserError, OSError) as exc:
+                print(f"{_prog(name)}: error: {_one_line(str(exc)) or type(exc).__name__}", file=sys.stderr)
+                raise SystemExit(1) from None
+
+        return run
+
+    return decorate
+
+
+def number(bounds: Bounds) -> Callable[[str], int | float]:
+    """An argparse ``type``: a number within ``bounds``, or a usage error that names the range."""
+
+    def parse(text: str) -> int | float:
+        try:
+            return bounds.check("the value", int(text) if bounds.integer else float(text))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {bounds}") from None
+
+    return parse
+
+
+positive = number(POSITIVE)

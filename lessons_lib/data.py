@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .assets import AssetUnavailableError, cache_dir, download, offline
-from .utils import positive_int
+from .utils import UserError, positive_int
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 # The canonical file's size; the offline corpus ends on the last whole speech before it.
@@ -108,7 +108,7 @@ class DataLoaderLite:
     to the first. Its state is ``{"shard", "position"}``: where the next chunk starts.
     """
 
-    error = ValueError  # what a shard too small for one batch, or a state that does not fit, raises
+    error = UserError  # what a shard too small for one batch, or a state that does not fit, raises
 
     def __init__(
         self,

@@ -8,6 +8,8 @@ import random
 import numpy as np
 import torch
 
+from .utils import UserError
+
 DEVICE_ENV = "LESSONS_DEVICE"
 
 
@@ -22,7 +24,7 @@ def get_device(preferred: str | None = None) -> torch.device:
             "mps": torch.backends.mps.is_available(),
         }.get(device.type, False)
         if not available:
-            raise ValueError(f"Device {choice!r} is not available here; use 'cpu' or leave it unset.")
+            raise UserError(f"Device {choice!r} is not available here; use 'cpu' or leave it unset.")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")

@@ -61,6 +61,12 @@ def mean_across_ranks(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def barrier(info: DistInfo) -> None:
+    """Wait until every process gets here (a no-op without a process group)."""
+    if info.enabled and dist.is_initialized():
+        dist.barrier()
+
+
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

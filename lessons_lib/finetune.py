@@ -29,13 +29,13 @@ from tqdm import tqdm
 
 from .assets import utf8_lines
 from .checkpoint import save_checkpoint
-from .cli import add_model_source, model_from_args, parser, positive
+from .cli import add_model_source, command, model_from_args, number, parser, positive
 from .generation import generate
 from .loop import train_step
 from .model import GPT
 from .optim import configure_optimizer, cosine_lr
 from .tokenizer import EOT_TOKEN, get_encoding
-from .utils import mode, positive_int
+from .utils import NON_NEGATIVE, NON_NEGATIVE_NUMBER, RATE, SEED, Bounds, UserError, mode, positive_int
 
 ROLES = ("system", "user", "assistant")
 IGNORE_INDEX = -100  # F.cross_entropy skips targets equal to this
@@ -48,24 +48,26 @@ def _marker(role: str) -> str:
 
 
 def check_messages(messages, require_assistant: bool = True) -> Conversation:
-    """``messages`` if it is a valid conversation, else a ``ValueError`` saying what is wrong."""
+    """``messages`` if it is a valid conversation, else a ``UserError`` saying what is wrong."""
     if not isinstance(messages, list) or not messages:
-        raise ValueError(f"'messages' must be a non-empty list of turns, got {messages!r:.80}.")
+        raise UserError(f"'messages' must be a non-empty list of turns, got {messages!r:.80}.")
     for i, m in enumerate(messages, 1):
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise ValueError(f"message {i} must be an object with 'role' and 'content', got {m!r:.80}.")
+            raise UserError(f"message {i} must be an object with 'role' and 'content', got {m!r:.80}.")
         if m["role"] not in ROLES:
-            raise ValueError(f"message {i} has unknown role {m['role']!r}; use one of {', '.join(ROLES)}.")
+            raise UserError(f"message {i} has unknown role {m['role']!r}; use one of {', '.join(ROLES)}.")
         if not isinstance(m["content"], str) or not m["content"].strip():
-            raise ValueError(f"message {i} ({m['role']}) has empty content; give it some text.")
+            raise UserError(f"message {i} ({m['role']}) has empty content; give it some text.")
     if require_assistant and not any(m["role"] == "assistant" for m in messages):
-        raise ValueError("no assistant message: the conversation has nothing to learn from.")
+        raise UserError("no assistant message: the conversation has nothing to learn from.")
     return messages
 
 
 def load_conversations(path: str | os.PathLike) -> list[Conversation]:
     """Read a conversational JSONL file (format in the module docstring), checking every line."""
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No conversations file at {path}; give a JSONL file, a conversation a line.")
     conversations = []
     for n, line in utf8_lines(path):
         if not line.strip():
@@ -73,15 +75,15 @@ def load_conversations(path: str | os.PathLike) -> list[Conversation]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}, line {n}: invalid JSON ({exc}).") from exc
+            raise UserError(f"{path}, line {n}: invalid JSON ({exc}).") from exc
         if not isinstance(obj, dict) or "messages" not in obj:
-            raise ValueError(f"{path}, line {n}: no 'messages' key; expected {{\"messages\": [...]}}.")
+            raise UserError(f"{path}, line {n}: no 'messages' key; expected {{\"messages\": [...]}}.")
         try:
             conversations.append(check_messages(obj["messages"]))
         except ValueError as exc:
-            raise ValueError(f"{path}, line {n}: {exc}") from exc
+            raise UserError(f"{path}, line {n}: {exc}") from exc
     if not conversations:
-        raise ValueError(f"{path} holds no conversations.")
+        raise UserError(f"{path} holds no conversations.")
     return conversations
 
 
@@ -125,7 +127,7 @@ def conversation_example(messages: Conversation, block_size: int) -> tuple[torch
     ids, mask = encode_conversation(messages)
     ids, mask = ids[: block_size + 1], mask[: block_size + 1]
     if not any(mask[1:]):
-        raise ValueError(
+        raise UserError(
             f"The first assistant answer starts after token {block_size + 1}, past the model's "
             f"context (block_size={block_size}); shorten the earlier turns or drop the conversation."
         )
@@ -158,9 +160,9 @@ class ChatBatches:
             try:
                 examples.append(conversation_example(messages, block_size))
             except ValueError as exc:
-                raise ValueError(f"conversation {i}: {exc}") from exc
+                raise UserError(f"conversation {i}: {exc}") from exc
         if not examples:
-            raise ValueError("No conversations to fine-tune on.")
+            raise UserError("No conversations to fine-tune on.")
         self.examples = examples
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)
@@ -197,6 +199,13 @@ def finetune(
     train/eval mode is restored afterwards.
     """
     positive_int("steps", steps)
+    RATE.check("lr", lr)
+    if min_lr is not None:
+        Bounds(low=0, high=lr).check("min_lr (at most lr)", min_lr)
+    NON_NEGATIVE.check("warmup_steps", warmup_steps)
+    NON_NEGATIVE_NUMBER.check("weight_decay", weight_decay)
+    NON_NEGATIVE_NUMBER.check("grad_clip", grad_clip)
+    SEED.check("seed", seed)
     batches = ChatBatches(conversations, batch_size, model.config.block_size, seed)
     optimizer, _ = configure_optimizer(model, lr=lr, weight_decay=weight_decay)
     history: dict[str, list] = {"step": [], "loss": [], "lr": []}
@@ -235,26 +244,46 @@ def chat(
     return enc.decode(reply[: reply.index(EOT_TOKEN)] if EOT_TOKEN in reply else reply)
 
 
+def _check_out_dir(out: Path, source: str | None) -> None:
+    """Refuse an output folder that holds a checkpoint (or the one being fine-tuned)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out-dir {out} is a file, not a folder; choose another --out-dir.")
+    source_dir = source is not None and Path(source).resolve().parent == out.resolve()
+    if source_dir or (out / "ckpt.pt").exists():
+        what = f"the checkpoint being fine-tuned, {source}" if source_dir else f"a checkpoint, {out}/ckpt.pt"
+        raise UserError(f"--out-dir {out} holds {what}; fine-tuning writes there. Choose another --out-dir.")
+
+
+@command("finetune")
 def main(argv: list[str] | None = None) -> None:
     p = parser("finetune", "Fine-tune a GPT on conversations (JSONL), then chat once.")
     p.add_argument("--data", required=True, help='JSONL, one {"messages": [...]} conversation per line')
     add_model_source(p)
-    p.add_argument("--out-dir", required=True, help="where ckpt.pt is written")
+    p.add_argument("--out-dir", required=True, help="where ckpt.pt is written; a folder that holds a "
+                   "checkpoint (such as the one being fine-tuned) is refused")  # fmt: skip
     p.add_argument("--steps", type=positive, default=200, help="optimizer steps")
     p.add_argument("--batch-size", type=positive, default=8, help="conversations per step")
-    p.add_argument("--lr", type=float, default=5e-5, help="AdamW learning rate (the peak, with --min-lr)")
-    p.add_argument("--min-lr", type=float, default=None, help="cosine decay to this (default: constant lr)")
-    p.add_argument("--warmup-steps", type=int, default=0, help="linear warmup steps (with --min-lr)")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay of the 2-D tensors")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this; 0 disables")
+    p.add_argument("--lr", type=number(RATE), default=5e-5,
+                   help="AdamW learning rate (the peak, with --min-lr)")  # fmt: skip
+    p.add_argument("--min-lr", type=number(NON_NEGATIVE_NUMBER), default=None,
+                   help="cosine decay to this, at most --lr (default: constant lr)")  # fmt: skip
+    p.add_argument("--warmup-steps", type=number(NON_NEGATIVE), default=0,
+                   help="linear warmup steps (with --min-lr)")  # fmt: skip
+    p.add_argument("--weight-decay", type=number(NON_NEGATIVE_NUMBER), default=0.0,
+                   help="AdamW weight decay of the 2-D tensors")  # fmt: skip
+    p.add_argument("--grad-clip", type=number(NON_NEGATIVE_NUMBER), default=1.0,
+                   help="clip the gradient norm to this; 0 disables")  # fmt: skip
     p.add_argument("--max-tokens", type=positive, default=128, help="length limit of the sample reply")
-    p.add_argument("--seed", type=int, default=0, help="seed of the batch order and of the sample reply")
+    p.add_argument("--seed", type=number(SEED), default=0,
+                   help="seed of the batch order and of the sample reply")  # fmt: skip
     p.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar"
     )
     args = p.parse_args(argv)
+    _check_out_dir(Path(args.out_dir), args.checkpoint)
     conversations = load_conversations(args.data)
     model = model_from_args(args)
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)  # a folder that cannot be written fails now
     history = finetune(
         model, conversations, args.steps, args.batch_size, args.lr, args.min_lr, args.warmup_steps,
         args.weight_decay, args.grad_clip, args.seed, args.progress,

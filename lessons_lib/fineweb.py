@@ -32,10 +32,10 @@ import numpy as np
 from tqdm import tqdm
 
 from .assets import AssetUnavailableError, atomic_write, offline, utf8_lines
-from .cli import parser, positive
+from .cli import command, parser, positive
 from .data import DataLoaderLite
 from .tokenizer import EOT_TOKEN, get_encoding
-from .utils import positive_int
+from .utils import NON_NEGATIVE, UserError, positive_int
 
 HUB_DATASET, HUB_SUBSET = "HuggingFaceFW/fineweb-edu", "sample-10BT"
 SHARD_SIZE = 100_000_000
@@ -44,7 +44,7 @@ INPUT_SUFFIXES = (".txt", ".jsonl", ".parquet")
 PREPARE_HINT = "python -m lessons_lib.fineweb --out DIR [--input FILES...]"
 
 
-class ShardError(ValueError):
+class ShardError(UserError):
     """A shard folder is missing, or a shard in it is corrupt or too small to use."""
 
 
@@ -82,9 +82,9 @@ def _expand(paths: Iterable[str | os.PathLike]) -> list[Path]:
             raise FileNotFoundError(f"Input {p} does not exist.")
     for f in files:
         if f.suffix not in INPUT_SUFFIXES:
-            raise ValueError(f"Input {f} is not one of {', '.join(INPUT_SUFFIXES)}; convert it first.")
+            raise UserError(f"Input {f} is not one of {', '.join(INPUT_SUFFIXES)}; convert it first.")
     if not files:
-        raise ValueError(f"No {'/'.join(INPUT_SUFFIXES)} files in {[str(p) for p in paths]}.")
+        raise UserError(f"No {'/'.join(INPUT_SUFFIXES)} files in {[str(p) for p in paths]}.")
     return files
 
 
@@ -95,12 +95,12 @@ def _jsonl_documents(path: Path) -> Iterator[str]:
         try:
             text = json.loads(line)["text"]
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(
+            raise UserError(
                 f'{path} line {number} is not a JSON object with a "text" field '
                 f"({type(exc).__name__}: {exc}): {line[:80]!r}"
             ) from exc
         if not isinstance(text, str):
-            raise ValueError(f'{path} line {number}: "text" is a {type(text).__name__}, not a string.')
+            raise UserError(f'{path} line {number}: "text" is a {type(text).__name__}, not a string.')
         yield text
 
 
@@ -111,16 +111,16 @@ def _parquet_documents(path: Path) -> Iterator[str]:
     try:
         parquet = pq.ParquetFile(path)
         if "text" not in parquet.schema_arrow.names:
-            raise ValueError(f'{path} has no "text" column (columns: {parquet.schema_arrow.names}).')
+            raise UserError(f'{path} has no "text" column (columns: {parquet.schema_arrow.names}).')
         row = 0
         for batch in parquet.iter_batches(columns=["text"], batch_size=1024):
             for text in batch.column(0).to_pylist():
                 if not isinstance(text, str):
-                    raise ValueError(f'{path} row {row}: "text" is {text!r:.40}, not a string.')
+                    raise UserError(f'{path} row {row}: "text" is {text!r:.40}, not a string.')
                 yield text
                 row += 1
     except (pa.ArrowException, OSError) as exc:
-        raise ValueError(f"{path} is not a readable parquet file ({exc}).") from exc
+        raise UserError(f"{path} is not a readable parquet file ({exc}).") from exc
 
 
 def file_documents(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
@@ -131,7 +131,9 @@ def file_documents(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
     """
     files = _expand(paths)
     if any(f.suffix == ".parquet" for f in files) and importlib.util.find_spec("pyarrow") is None:
-        raise ImportError("Reading .parquet files needs pyarrow: pip install -e '.[data]' (or pyarrow).")
+        raise AssetUnavailableError(
+            "Reading .parquet files needs pyarrow: pip install -e '.[data]' (or pyarrow)."
+        )
     for path in files:
         if path.suffix == ".txt":
             yield "".join(line for _, line in utf8_lines(path))
@@ -167,7 +169,7 @@ def _read_progress(out_dir: Path, shard_size: int, source: str) -> dict:
     path = out_dir / PROGRESS_FILE
     if not path.is_file():
         if any(out_dir.glob("fineweb_*.npy")):  # a fresh start would mix new shards with these
-            raise ValueError(
+            raise UserError(
                 f"{out_dir} holds shards but no {PROGRESS_FILE}, so what made them is unknown. Choose "
                 "another output folder, or delete those shards to start over."
             )
@@ -181,13 +183,13 @@ def _read_progress(out_dir: Path, shard_size: int, source: str) -> dict:
     except (ValueError, TypeError, KeyError) as exc:  # JSON and UTF-8 errors are ValueErrors
         problem = f"{type(exc).__name__}: {exc}"
     if problem:
-        raise ValueError(
+        raise UserError(
             f"{path} is damaged, truncated or edited ({problem}). It records how far an earlier run "
             f"got; without it the shards in {out_dir} cannot be resumed: delete the folder to start over."
         )
     for key in ("shard_size", "source"):
         if state[key] != fresh[key]:
-            raise ValueError(
+            raise UserError(
                 f"{out_dir} holds shards made with {key}={state[key]!r}, not {fresh[key]!r}. "
                 "Use another output folder, or delete this one to start over."
             )
@@ -216,8 +218,8 @@ def prepare_shards(
     least ``shard_size`` tokens plus one more.
     """
     positive_int("shard_size (tokens per shard)", shard_size)
-    if limit_docs is not None and limit_docs < 0:
-        raise ValueError(f"limit_docs must be >= 0, got {limit_docs}.")
+    if limit_docs is not None:
+        NON_NEGATIVE.check("limit_docs", limit_docs)
     workers = workers or os.cpu_count() or 1
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -270,7 +272,7 @@ def _write_shards(token_arrays: Iterable[np.ndarray], out_dir: Path, state: dict
     if fill:
         flush(doc, 0, complete=True)
     elif state["next_shard"] == 0:
-        raise ValueError("No documents to tokenize: the input is empty.")
+        raise UserError("No documents to tokenize: the input is empty.")
     else:  # the last document ended exactly on a shard boundary
         state["complete"] = True
         _save_progress(out_dir, state)
@@ -335,6 +337,7 @@ class ShardedDataLoader(DataLoaderLite):
         return str(self.shards[i])
 
 
+@command("fineweb")
 def main(argv: list[str] | None = None) -> list[Path]:
     p = parser("fineweb", "Tokenize FineWeb-Edu (or local files) into uint16 token shards; a rerun resumes.")
     p.add_argument("--out", required=True, help="folder for the shards (a rerun resumes in it)")
@@ -357,12 +360,9 @@ def main(argv: list[str] | None = None) -> list[Path]:
         documents, source = file_documents(files), json.dumps([str(f.resolve()) for f in files])
     else:
         documents, source = hub_documents(), f"{HUB_DATASET}:{HUB_SUBSET}"
-    try:
-        paths = prepare_shards(
-            documents, args.out, args.shard_size, args.workers, args.limit_docs, source, args.progress
-        )
-    except AssetUnavailableError as exc:  # no internet or no `datasets`: a message, not a traceback
-        p.exit(1, f"error: {exc}\n")
+    paths = prepare_shards(
+        documents, args.out, args.shard_size, args.workers, args.limit_docs, source, args.progress
+    )
     print(f"{len(paths)} shard(s) in {args.out}: 1 validation, {len(paths) - 1} training")
     return paths
 

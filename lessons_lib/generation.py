@@ -7,7 +7,9 @@ import torch.nn.functional as F
 
 from .model import GPT, KVCache
 from .precision import upcast
-from .utils import mode
+from .utils import NON_NEGATIVE, NON_NEGATIVE_NUMBER, Bounds, UserError, mode
+
+TOP_P = Bounds(low=0, high=1, open_low=True)
 
 
 def sample_next_token(
@@ -19,18 +21,19 @@ def sample_next_token(
 ) -> torch.Tensor:
     """One token id per row of ``logits`` (B, V) -> (B, 1).
 
-    ``temperature=0`` is greedy. Top-k keeps the k most likely tokens, top-p the smallest set
-    whose probability reaches p; both cut off the long tail of unlikely tokens that makes
-    plain sampling wander off.
+    ``temperature=0`` is greedy. Top-k keeps the k most likely tokens (``0`` or ``None``: all),
+    top-p the smallest set whose probability reaches p (``None``: off); both cut off the long tail
+    of unlikely tokens that makes plain sampling wander off.
     """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}.")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}.")
+    NON_NEGATIVE_NUMBER.check("temperature", temperature)
+    if top_k is not None:
+        NON_NEGATIVE.check("top_k (0 or None: every token)", top_k)
+    if top_p is not None:
+        TOP_P.check("top_p", top_p)
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
     logits = upcast(logits) / temperature
-    if top_k is not None and top_k > 0:
+    if top_k:
         kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1.0:
@@ -101,7 +104,7 @@ def generate_text(
     device = next(model.parameters()).device
     ids = enc.encode(prompt, allowed_special={"<|endoftext|>"})
     if not ids:
-        raise ValueError("The prompt is empty; give at least one character (e.g. '\\n').")
+        raise UserError("The prompt is empty; give at least one character (e.g. '\\n').")
     idx = torch.tensor([ids] * num_sequences, dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(seed)
     out = generate(model, idx, max_new_tokens, generator=generator, **sampling)

@@ -37,10 +37,10 @@ from torch import nn
 from tqdm import tqdm
 
 from .assets import AssetUnavailableError, cache_dir, download, utf8_lines
-from .cli import add_model_source, model_from_args, parser, positive
+from .cli import add_model_source, command, model_from_args, parser, positive
 from .precision import upcast
 from .tokenizer import get_encoding
-from .utils import mode, positive_int
+from .utils import UserError, mode, positive_int
 
 SPLITS = ("train", "val", "test")
 BASE_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/"
@@ -67,20 +67,20 @@ def hellaswag_path(split: str = "val") -> Path:
 
 def _check_example(ex, where: str) -> dict:
     if not isinstance(ex, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(ex).__name__}.")
+        raise UserError(f"{where}: expected a JSON object, got {type(ex).__name__}.")
     missing = [k for k in ("ctx", "endings", "label") if k not in ex]
     if missing:
         hint = " (the test split's labels are not public: evaluate on 'val')" if "label" in missing else ""
-        raise ValueError(f"{where}: missing key(s) {missing}{hint}.")
+        raise UserError(f"{where}: missing key(s) {missing}{hint}.")
     ctx, endings, label = ex["ctx"], ex["endings"], ex["label"]
     if not isinstance(ctx, str):
-        raise ValueError(f"{where}: 'ctx' must be a string, got {ctx!r}.")
+        raise UserError(f"{where}: 'ctx' must be a string, got {ctx!r}.")
     if not isinstance(endings, list) or [type(e) for e in endings] != [str] * NUM_ENDINGS:
-        raise ValueError(f"{where}: 'endings' must be a list of {NUM_ENDINGS} strings, got {endings!r}.")
+        raise UserError(f"{where}: 'endings' must be a list of {NUM_ENDINGS} strings, got {endings!r}.")
     if isinstance(label, str) and label.isdigit():  # the Hugging Face copy stores labels as strings
         label = int(label)
     if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < NUM_ENDINGS:
-        raise ValueError(f"{where}: 'label' must be an ending index 0-{NUM_ENDINGS - 1}, got {label!r}.")
+        raise UserError(f"{where}: 'label' must be an ending index 0-{NUM_ENDINGS - 1}, got {label!r}.")
     return {**ex, "label": label}
 
 
@@ -110,10 +110,10 @@ def load_hellaswag(source: str | os.PathLike = "val", limit: int | None = None) 
         try:
             ex = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}, line {lineno}: not valid JSON ({exc}).") from exc
+            raise UserError(f"{path}, line {lineno}: not valid JSON ({exc}).") from exc
         examples.append(_check_example(ex, f"{path}, line {lineno}"))
     if not examples:
-        raise ValueError(f"{path} holds no examples.")
+        raise UserError(f"{path} holds no examples.")
     return examples
 
 
@@ -214,7 +214,7 @@ def evaluate_hellaswag(
     if block_size is None:
         block_size = getattr(getattr(model, "config", None), "block_size", None)
     if block_size is not None and block_size < 2:
-        raise ValueError(f"block_size={block_size}: scoring an ending needs at least 2 tokens of context.")
+        raise UserError(f"block_size={block_size}: scoring an ending needs at least 2 tokens of context.")
     examples = list(examples)[:limit] if limit is not None else list(examples)
     if not examples:
         raise ValueError("No HellaSwag examples to evaluate; load some with load_hellaswag().")
@@ -241,6 +241,7 @@ def evaluate_hellaswag(
     )
 
 
+@command("hellaswag")
 def main(argv: list[str] | None = None) -> HellaSwagResult:
     p = parser("hellaswag", "HellaSwag accuracy of a checkpoint or a pretrained GPT-2.")
     add_model_source(p)

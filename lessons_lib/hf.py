@@ -15,6 +15,7 @@ import torch
 
 from .assets import OFFLINE_ENV, AssetUnavailableError, offline
 from .model import GPT, GPTConfig
+from .utils import UserError
 
 OPENAI_SIZES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -27,10 +28,14 @@ def _load_hf_model(name_or_path: str):
     if Path(name_or_path).is_dir():
         try:
             return GPT2LMHeadModel.from_pretrained(name_or_path)
-        except OSError as exc:  # no config.json, or no weights file
-            raise ValueError(f"{name_or_path} is not a Hugging Face model folder: {exc}") from exc
+        except Exception as exc:  # no config.json or weights (OSError), damaged weights (torch, safetensors)
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0].rstrip(".")
+            if "weights_only" in str(exc):  # torch's advice, weights_only=False, would run the file's code
+                reason = "its weights file holds pickled Python objects, which could run code"
+            what = f"{name_or_path} is not a Hugging Face model folder that loads"
+            raise UserError(f"{what}: {reason}.") from exc
     if name_or_path not in OPENAI_SIZES:
-        raise ValueError(
+        raise UserError(
             f"Unknown pretrained model {name_or_path!r}: give one of {', '.join(OPENAI_SIZES)} "
             "or the path of a local folder saved with save_pretrained (config.json + weights)."
         )
@@ -55,7 +60,7 @@ def _load_hf_model(name_or_path: str):
 def config_from_hf(hf_config) -> GPTConfig:
     act = getattr(hf_config, "activation_function", "gelu_new")
     if act not in TANH_GELUS:
-        raise ValueError(f"activation_function={act!r} is not GPT-2's tanh GELU; cannot load it exactly.")
+        raise UserError(f"activation_function={act!r} is not GPT-2's tanh GELU; cannot load it exactly.")
     return GPTConfig(
         block_size=hf_config.n_positions,
         vocab_size=hf_config.vocab_size,
@@ -69,7 +74,7 @@ def _matching_hf_state(hf, ours: dict) -> dict:
     """The HF model's parameters (without its causal-mask buffers), checked to have our names."""
     sd_hf = {k: v for k, v in hf.state_dict().items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
     if set(ours) != set(sd_hf):
-        raise ValueError(
+        raise UserError(
             f"Parameter names differ from GPT-2's: missing {sorted(set(ours) - set(sd_hf))[:5]}, "
             f"unexpected {sorted(set(sd_hf) - set(ours))[:5]}."
         )
@@ -88,7 +93,7 @@ def load_hf_gpt2(name_or_path: str) -> GPT:
             if k.endswith(CONV1D_WEIGHTS):
                 w = w.t()
             if w.shape != sd[k].shape:
-                raise ValueError(f"{k}: shape {tuple(w.shape)} does not fit {tuple(sd[k].shape)}.")
+                raise UserError(f"{k}: shape {tuple(w.shape)} does not fit {tuple(sd[k].shape)}.")
             sd[k].copy_(w)
     return model
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from .distributed import mean_across_ranks
 from .precision import autocast, upcast
-from .utils import mode, positive_int
+from .utils import UserError, mode, positive_int
 
 
 class Batches(Protocol):
@@ -31,8 +31,8 @@ class Batches(Protocol):
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite."""
+class TrainingDivergedError(UserError, RuntimeError):
+    """The loss or the gradient norm became NaN or infinite; the step's update was not applied."""
 
 
 @dataclass
@@ -68,7 +68,9 @@ def train_step(
     - ``monitor``: a ``TrainingMonitor`` that records step ``step``.
 
     Targets equal to -100 take no loss (fine-tuning masks everything but the answers this way).
-    A loss that is NaN or infinite raises ``TrainingDivergedError`` before the update.
+    A loss, or a measured gradient norm, that is NaN or infinite raises ``TrainingDivergedError``
+    before the update, so the weights stay those of the previous step (under fp16 an infinite
+    gradient is the scaler's to skip). Both numbers reach the host in one read.
     """
     positive_int("accum_steps", accum_steps)
     ddp = isinstance(model, nn.parallel.DistributedDataParallel)
@@ -94,19 +96,28 @@ def train_step(
         part = upcast(loss.detach())
         loss_sum = part if loss_sum is None else loss_sum + part
         (scaler.scale(loss) if scaler is not None else loss).backward()
-    loss_value = float(mean_across_ranks(loss_sum) if ddp else loss_sum)
-    if not math.isfinite(loss_value):
-        raise TrainingDivergedError(
-            f"The loss became {loss_value} at step {step}; the parameters were not updated. Lower "
-            "the learning rate, warm it up for longer, or use bf16/fp32 instead of fp16."
-        )
+    if ddp:
+        loss_sum = mean_across_ranks(loss_sum)
     if scaler is not None:
         scaler.unscale_(optimizer)
     if monitor is not None:
         monitor.observe_grads(step)
-    norm = None
-    if grad_clip is not None:
-        norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf))
+    if grad_clip is None:
+        loss_value, norm = float(loss_sum), None
+    else:
+        total = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
+        dtype = torch.promote_types(loss_sum.dtype, total.dtype)
+        loss_value, norm = torch.stack([loss_sum.to(dtype), total.to(dtype)]).tolist()  # one sync
+    hint = "Lower the learning rate, warm it up for longer, or use bf16/fp32 instead of fp16."
+    if not math.isfinite(loss_value):
+        raise TrainingDivergedError(
+            f"The loss became {loss_value} at step {step}; the parameters were not updated. {hint}"
+        )
+    if norm is not None and not math.isfinite(norm) and not (scaler is not None and scaler.is_enabled()):
+        raise TrainingDivergedError(
+            f"The gradient norm became {norm} at step {step} (loss {loss_value:.4g}); the parameters "
+            f"were not updated. {hint}"
+        )
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()

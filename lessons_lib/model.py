@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .chunked_loss import linear_cross_entropy
 from .precision import upcast
-from .utils import positive_int
+from .utils import UserError, positive_int
 
 ATTENTION_IMPLS = ("sdpa", "explicit")
 
@@ -48,18 +48,18 @@ class GPTConfig:
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "vocab_multiple"):
             positive_int(f"GPTConfig.{name}", getattr(self, name))
         if self.n_embd % self.n_head != 0:
-            raise ValueError(
+            raise UserError(
                 f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: every head needs "
                 f"the same width. Choose n_head among the divisors of {self.n_embd}, or change n_embd."
             )
         if self.attention not in ATTENTION_IMPLS:
-            raise ValueError(f"attention={self.attention!r}; choose one of {ATTENTION_IMPLS}.")
+            raise UserError(f"attention={self.attention!r}; choose one of {ATTENTION_IMPLS}.")
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> GPTConfig:
         """A named size (``gpt2`` ... ``gpt2-xl``, ``cpu-tiny``/``cpu-small``/``cpu-medium``)."""
         if name not in PRESETS:
-            raise ValueError(f"Unknown preset {name!r}. Known presets: {', '.join(PRESETS)}.")
+            raise UserError(f"Unknown preset {name!r}. Known presets: {', '.join(PRESETS)}.")
         return cls(**{**PRESETS[name], **overrides})
 
     @property
@@ -266,7 +266,7 @@ class GPT(nn.Module):
         )
         if idx.device.type == "cpu":
             if bad.any():  # on the CPU the answer is already there: no wait
-                raise ValueError(f"Token id {idx[bad][0].item()} is {where}")
+                raise UserError(f"Token id {idx[bad][0].item()} is {where}")
         else:
             # Reading the answer back would make the host wait for the GPU in every forward
             # (a sync); the device checks it instead and the error surfaces at the next sync.

@@ -20,6 +20,8 @@ import contextlib
 
 import torch
 
+from .utils import UserError
+
 PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16", "fp64")
 # the dtype of the parameters (and of everything autocast leaves alone) under each precision
 PARAM_DTYPES = {"fp64": torch.float64}
@@ -35,7 +37,7 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     """Turn ``auto`` into a concrete precision and check that the device supports the choice."""
     device = torch.device(device)
     if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}; choose one of {', '.join(PRECISIONS)}.")
+        raise UserError(f"precision={precision!r}; choose one of {', '.join(PRECISIONS)}.")
     if precision == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -45,9 +47,9 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     if precision == "tf32" and device.type != "cuda":
         return "fp32"  # TF32 is an NVIDIA tensor-core format; elsewhere fp32 is what runs
     if precision == "fp64" and device.type == "mps":
-        raise ValueError("MPS has no float64; use precision fp32 (or run on the CPU).")
+        raise UserError("MPS has no float64; use precision fp32 (or run on the CPU).")
     if precision == "fp16" and device.type == "cpu":
-        raise ValueError("fp16 autocast is not supported for training on CPU; use bf16 or fp32.")
+        raise UserError("fp16 autocast is not supported for training on CPU; use bf16 or fp32.")
     return precision
 
 

@@ -5,24 +5,35 @@ On top of lesson 05's step (``lessons_lib.loop.train_step``): mixed precision, o
 ``torch.compile``, AdamW with decay on 2-D tensors only, warmup + cosine learning rate, gradient
 clipping, gradient accumulation up to a token budget per step, DDP, validation and samples every N
 steps, a JSONL metrics log, and checkpoints that resume bit-identically.
+
+Nothing is lost or overwritten: a run refuses a folder that holds another run, saves at its end,
+when it stops on an error between two steps and when Ctrl-C stops it (after the step under way),
+and never saves a diverged model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .assets import atomic_write
+from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from .data import DataLoaderLite, shakespeare_tokens, train_val_split
 from .device import get_device, seed_everything
-from .distributed import DistInfo, device_for, init_distributed
+from .distributed import DistInfo, barrier, device_for, init_distributed
 from .fineweb import ShardedDataLoader
 from .generation import generate_text
 from .loop import TrainingDivergedError, estimate_loss, train_step
@@ -30,16 +41,19 @@ from .model import GPT, GPTConfig
 from .monitor import TrainingMonitor
 from .optim import configure_optimizer, cosine_lr
 from .precision import PRECISIONS, autocast, grad_scaler, param_dtype, resolve_precision, set_tf32
-from .utils import mode, positive_int
+from .utils import NON_NEGATIVE, NON_NEGATIVE_NUMBER, POSITIVE, RATE, SEED, Bounds, UserError, mode
+
+RUN_FILES = ("ckpt.pt", "metrics.jsonl")  # what makes a folder hold a run
 
 
-def knob(default, help: str, resumable: bool = True):
+def knob(default, help: str, resumable: bool = True, bounds: Bounds | None = None):
     """A ``RunConfig`` field with its documentation, the text ``python -m lessons_lib.train --help``
     prints. ``resumable=False``: fixed for a run; ``--resume`` refuses a value other than the saved one
-    (it shapes the model, the data stream, the optimizer state or the random numbers)."""
+    (it shapes the model, the data stream, the optimizer state or the random numbers). ``bounds``: the
+    numbers allowed, checked when a ``RunConfig`` is made and by the command-line flag."""
     if not resumable:
         help += " [fixed for a run]"
-    return field(default=default, metadata={"help": help, "resumable": resumable})
+    return field(default=default, metadata={"help": help, "resumable": resumable, "bounds": bounds})
 
 
 @dataclass
@@ -54,43 +68,56 @@ class RunConfig:
     # data
     data: str = knob("shakespeare", "'shakespeare' (Tiny Shakespeare, 90/10 split) or a folder of token "
                      "shards (python -m lessons_lib.fineweb)", resumable=False)  # fmt: skip
-    batch_size: int = knob(8, "micro-batch size B: sequences per forward pass and process", resumable=False)
-    seq_len: int = knob(128, "tokens per sequence T (at most the model's block_size)", resumable=False)
+    batch_size: int = knob(8, "micro-batch size B: sequences per forward pass and process", resumable=False,
+                           bounds=POSITIVE)  # fmt: skip
+    seq_len: int = knob(128, "tokens per sequence T (at most the model's block_size)", resumable=False,
+                        bounds=POSITIVE)  # fmt: skip
     total_batch_tokens: int = knob(0, "tokens per optimizer step, reached by gradient accumulation; 0 means "
-                                   "one micro-batch per process", resumable=False)  # fmt: skip
+                                   "one micro-batch per process", resumable=False,
+                                   bounds=NON_NEGATIVE)  # fmt: skip
     # optimisation
-    max_steps: int = knob(250, "optimizer steps of the whole run (the cosine reaches min_lr there)")
-    max_lr: float = knob(1e-3, "learning rate at the end of warmup")
-    min_lr: float = knob(1e-4, "learning rate at max_steps, where the cosine ends")
-    warmup_steps: int = knob(25, "steps of linear warmup from max_lr/warmup_steps to max_lr")
+    max_steps: int = knob(250, "optimizer steps of the whole run (the cosine reaches min_lr there)",
+                          bounds=POSITIVE)  # fmt: skip
+    max_lr: float = knob(1e-3, "learning rate at the end of warmup", bounds=RATE)
+    min_lr: float = knob(1e-4, "learning rate at max_steps, where the cosine ends (at most max_lr)",
+                         bounds=NON_NEGATIVE_NUMBER)  # fmt: skip
+    warmup_steps: int = knob(25, "steps of linear warmup from max_lr/warmup_steps to max_lr",
+                             bounds=NON_NEGATIVE)  # fmt: skip
     weight_decay: float = knob(0.1, "AdamW weight decay of the 2-D tensors (matmuls, embeddings)",
-                               resumable=False)  # fmt: skip
-    grad_clip: float = knob(1.0, "clip the global gradient norm to this; 0 disables clipping")
+                               resumable=False, bounds=NON_NEGATIVE_NUMBER)  # fmt: skip
+    grad_clip: float = knob(1.0, "clip the global gradient norm to this; 0 disables clipping",
+                            bounds=NON_NEGATIVE_NUMBER)  # fmt: skip
     # speed
     precision: str = knob("auto", f"number format: {', '.join(PRECISIONS)} (lessons_lib.precision)",
                           resumable=False)  # fmt: skip
     compile: bool = knob(False, "torch.compile the model for training (evaluation runs it plain)")
     # bookkeeping (intervals in steps; 0 disables)
-    eval_interval: int = knob(50, "validation loss every N steps and at the last; 0: only at the last")
-    eval_batches: int = knob(8, "validation batches per estimate (the same ones every time)")
-    sample_interval: int = knob(0, "log two samples every N steps; 0 disables")
-    checkpoint_interval: int = knob(0, "write ckpt.pt every N steps; 0: only at the end")
-    hellaswag_interval: int = knob(0, "HellaSwag accuracy every N steps and at the last; 0 disables")
+    eval_interval: int = knob(50, "validation loss every N steps and at the last; 0: only at the last",
+                              bounds=NON_NEGATIVE)  # fmt: skip
+    eval_batches: int = knob(8, "validation batches per estimate (the same ones every time)", bounds=POSITIVE)
+    sample_interval: int = knob(0, "log two samples every N steps; 0 disables", bounds=NON_NEGATIVE)
+    checkpoint_interval: int = knob(0, "also write ckpt.pt every N steps (a run always saves at its end); "
+                                    "0: only at the end", bounds=NON_NEGATIVE)  # fmt: skip
+    hellaswag_interval: int = knob(0, "HellaSwag accuracy every N steps and at the last; 0 disables",
+                                   bounds=NON_NEGATIVE)  # fmt: skip
     hellaswag_data: str = knob("val", "HellaSwag split name (downloaded once) or a local JSONL path")
-    hellaswag_limit: int = knob(0, "evaluate the first N HellaSwag examples; 0 means all")
+    hellaswag_limit: int = knob(0, "evaluate the first N HellaSwag examples; 0 means all",
+                                bounds=NON_NEGATIVE)  # fmt: skip
     monitor_interval: int = knob(0, "logit histograms and per-layer stats every N steps "
-                                 "(lessons_lib.monitor); 0 disables")  # fmt: skip
-    out_dir: str = knob("runs/shakespeare", "folder for ckpt.pt, metrics.jsonl and the plots")
-    seed: int = knob(1337, "seed of the weights' init and of the samples", resumable=False)
+                                 "(lessons_lib.monitor); 0 disables", bounds=NON_NEGATIVE)  # fmt: skip
+    out_dir: str = knob("runs/shakespeare", "folder for ckpt.pt, metrics.jsonl and the plots; a new run "
+                        "refuses one that holds another run")  # fmt: skip
+    seed: int = knob(1337, "seed of the weights' init and of the samples", resumable=False, bounds=SEED)
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "seq_len", "max_steps", "eval_batches"):
-            positive_int(name, getattr(self, name))
-        for name in ("total_batch_tokens", "warmup_steps", "eval_interval", "sample_interval",
-                     "checkpoint_interval", "hellaswag_interval", "hellaswag_limit",
-                     "monitor_interval"):  # fmt: skip
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0 (0 disables it), got {getattr(self, name)}.")
+        for f in fields(self):
+            if f.metadata["bounds"] is not None:
+                f.metadata["bounds"].check(f.name, getattr(self, f.name))
+        if self.min_lr > self.max_lr:
+            raise UserError(
+                f"min_lr={self.min_lr:g} must be <= max_lr={self.max_lr:g}: the learning rate decays from "
+                "max_lr to min_lr."
+            )
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
@@ -132,6 +159,45 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class _StopRequest:
+    requested = False
+
+
+@contextlib.contextmanager
+def _stop_after_the_step() -> Iterator[_StopRequest]:
+    """Within the block a first Ctrl-C (SIGINT) only sets ``requested``, so that the step under way
+    finishes and the run can be saved where it stands; a second one interrupts at once. Off where
+    Python does not raise KeyboardInterrupt on Ctrl-C (other threads, SIGINT ignored)."""
+    stop = _StopRequest()
+    previous = signal.getsignal(signal.SIGINT)
+    main_thread = threading.current_thread() is threading.main_thread()
+    if not main_thread or previous is not signal.default_int_handler:
+        yield stop
+        return
+
+    def ask(signum, frame) -> None:
+        stop.requested = True
+        signal.signal(signal.SIGINT, previous)
+        # os.write, not print: a handler may run in the middle of another write to stderr
+        os.write(2, b"\nCtrl-C: stopping after this step to save the run; press it again to stop at once.\n")
+
+    signal.signal(signal.SIGINT, ask)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _logged_step(line: str) -> int | None:
+    """The step of one metrics.jsonl record; None for a line cut short (a write killed midway)."""
+    if not line.endswith("\n"):
+        return None
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 class Trainer:
     """One training run. ``Trainer(cfg).fit()`` trains; ``Trainer.resume(path).fit()`` continues."""
 
@@ -147,7 +213,7 @@ class Trainer:
         model = GPT(GPTConfig.from_preset(cfg.model, **overrides))
         self.model = model.to(self.device, param_dtype(self.precision))
         if cfg.seq_len > self.model.config.block_size:
-            raise ValueError(f"seq_len={cfg.seq_len} exceeds block_size={self.model.config.block_size}.")
+            raise UserError(f"seq_len={cfg.seq_len} exceeds block_size={self.model.config.block_size}.")
         # compile for training only; evaluation and generation run the plain module
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         if self.dist.enabled:
@@ -161,7 +227,7 @@ class Trainer:
         tokens_per_micro = cfg.batch_size * cfg.seq_len * self.dist.world_size
         total = cfg.total_batch_tokens or tokens_per_micro
         if total % tokens_per_micro:
-            raise ValueError(
+            raise UserError(
                 f"total_batch_tokens={total} is not a multiple of batch_size x seq_len x processes "
                 f"= {cfg.batch_size} x {cfg.seq_len} x {self.dist.world_size} = {tokens_per_micro}."
             )
@@ -169,9 +235,14 @@ class Trainer:
         self.monitor = None
         if cfg.monitor_interval and self.dist.is_master:
             self.monitor = TrainingMonitor(self.model, every=cfg.monitor_interval, record_layers=True)
+        if cfg.hellaswag_interval and self.dist.is_master:
+            self._hellaswag_examples()  # a missing or damaged file fails now, not at the first evaluation
         self.step = 0
         self.out_dir = Path(cfg.out_dir)
         self.history: dict[str, list] = {"step": [], "train_loss": [], "val_step": [], "val_loss": []}
+        self._resumed_from: Path | None = None  # the checkpoint this run continues
+        self._saved: tuple[Path, int] | None = None  # the last checkpoint of this run and its step
+        self._claimed = False  # out_dir checked to be this run's
 
     def _build_loaders(self):
         B, T = self.cfg.batch_size, self.cfg.seq_len
@@ -198,9 +269,7 @@ class Trainer:
                 precision=self.precision, scaler=self.scaler, monitor=self.monitor,
             )  # fmt: skip
         except TrainingDivergedError as exc:
-            raise TrainingDivergedError(
-                f"{exc} Training stopped; the last checkpoint in {self.out_dir} (if any) is from before."
-            ) from exc
+            raise TrainingDivergedError(f"{exc} Training stopped; {self._last_checkpoint()}.") from exc
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
@@ -220,62 +289,155 @@ class Trainer:
     def fit(self, until: int | None = None, progress: bool = True) -> dict[str, list]:
         """Train up to step ``until`` (default ``max_steps``); evaluate, sample, log, checkpoint.
 
+        ``out_dir`` must not hold another run (see ``claim_out_dir``). The run is saved to
+        ``out_dir/ckpt.pt`` when ``fit`` returns, every ``checkpoint_interval`` steps, and when an
+        error stops it between two steps (an evaluation, say). Ctrl-C lets the step under way
+        finish, saves, and raises KeyboardInterrupt saying how to resume. A step that diverges
+        raises TrainingDivergedError and saves nothing: the last checkpoint stays.
+
         Under torchrun, every process trains; rank 0 alone evaluates, logs and checkpoints.
         """
         until = self.cfg.max_steps if until is None else min(until, self.cfg.max_steps)
         master = self.dist.is_master
+        self.claim_out_dir()
+        barrier(self.dist)  # every process has checked out_dir before rank 0 writes in it
         if master:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            log = open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8")
+            log = self._open_log()
         bar = tqdm(
             total=until, initial=self.step, desc="train", disable=not (progress and master), mininterval=1
         )
-        try:
-            while self.step < until:
-                step = self.step
-                record = {}
-                if master and (self._due(self.cfg.eval_interval, step) or step == self.cfg.max_steps - 1):
-                    record["val_loss"] = self.evaluate()
-                    self.history["val_step"].append(step)
-                    self.history["val_loss"].append(record["val_loss"])
-                if master and self._due(self.cfg.sample_interval, step) and step > 0:
-                    record["sample"] = self.sample()[0]
-                hellaswag_due = self._due(self.cfg.hellaswag_interval, step) or step == self.cfg.max_steps - 1
-                if master and self.cfg.hellaswag_interval and hellaswag_due:
-                    record["hellaswag"] = self.hellaswag().to_dict()
-                record = {**self.next_step(), **record}
-                self.history["step"].append(step)
-                self.history["train_loss"].append(record["loss"])
+        between_steps = True  # saving now would resume exactly
+        with _stop_after_the_step() as stop:
+            try:
+                while self.step < until and not stop.requested:
+                    record = self._evaluations(self.step)
+                    between_steps = False
+                    self._train_one(record, log if master else None, bar)
+                    between_steps = True
+                if master and self._unsaved():
+                    self.save()
+            except BaseException as exc:
+                if master and between_steps and self._unsaved():
+                    self.save()  # e.g. the final evaluation failed: the steps before it are kept
+                if isinstance(exc, KeyboardInterrupt) and master:
+                    raise KeyboardInterrupt(self._interrupted(between_steps)) from None
+                raise
+            finally:
+                bar.close()
                 if master:
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                    postfix = {"loss": f"{record['loss']:.3f}", "lr": f"{record['lr']:.1e}"}
-                    if self.history["val_loss"]:
-                        postfix["val"] = f"{self.history['val_loss'][-1]:.3f}"
-                    bar.set_postfix(postfix, refresh=False)
-                    bar.update(1)
-                    if self._due(self.cfg.checkpoint_interval, self.step) or self.step == self.cfg.max_steps:
-                        self.save()
-        finally:
-            bar.close()
-            if master:
-                log.close()
+                    log.close()
+        if stop.requested:
+            raise KeyboardInterrupt(self._interrupted(True) if master else "")
         return self.history
+
+    def _evaluations(self, step: int) -> dict:
+        """What is due before ``step``: validation loss, a sample, HellaSwag (rank 0 only)."""
+        record = {}
+        if not self.dist.is_master:
+            return record
+        last = step == self.cfg.max_steps - 1
+        if self._due(self.cfg.eval_interval, step) or last:
+            record["val_loss"] = self.evaluate()
+            self.history["val_step"].append(step)
+            self.history["val_loss"].append(record["val_loss"])
+        if self._due(self.cfg.sample_interval, step) and step > 0:
+            record["sample"] = self.sample()[0]
+        if self.cfg.hellaswag_interval and (self._due(self.cfg.hellaswag_interval, step) or last):
+            record["hellaswag"] = self.hellaswag().to_dict()
+        return record
+
+    def _train_one(self, record: dict, log: TextIO | None, bar) -> None:
+        """One step, its log record, and the checkpoint when one is due."""
+        step = self.step
+        record = {**self.next_step(), **record}
+        self.history["step"].append(step)
+        self.history["train_loss"].append(record["loss"])
+        if log is None:
+            return
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+        postfix = {"loss": f"{record['loss']:.3f}", "lr": f"{record['lr']:.1e}"}
+        if self.history["val_loss"]:
+            postfix["val"] = f"{self.history['val_loss'][-1]:.3f}"
+        bar.set_postfix(postfix, refresh=False)
+        bar.update(1)
+        if self._due(self.cfg.checkpoint_interval, self.step):
+            self.save()
+
+    def _open_log(self) -> TextIO:
+        """metrics.jsonl for appending, without the records of steps from this one on: a run resumed
+        from an earlier checkpoint replays them (rewritten atomically; a line cut short goes too)."""
+        path = self.out_dir / "metrics.jsonl"
+        if path.exists():
+            lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+            kept = [line for line in lines if (step := _logged_step(line)) is not None and step < self.step]
+            if kept != lines:
+                atomic_write(path, lambda f: f.write("".join(kept).encode("utf-8")))
+        return open(path, "a", encoding="utf-8")
+
+    def claim_out_dir(self) -> None:
+        """Check that ``out_dir`` may hold this run's files, and create it (rank 0): a folder with
+        another run's checkpoint or metrics is refused, except the folder of the checkpoint this run
+        resumed. Under torchrun every process checks (``fit`` waits for all before writing), so that
+        they all stop, not rank 0 alone."""
+        if self._claimed:
+            return
+        out = self.out_dir
+        if out.exists() and not out.is_dir():
+            raise UserError(f"out_dir {out} is a file, not a folder; choose another --out-dir.")
+        found = [name for name in RUN_FILES if (out / name).exists()]
+        own = self._resumed_from is not None and self._resumed_from.resolve().parent == out.resolve()
+        if found and not own:
+            hint = (
+                f"continue it with --resume {out / 'ckpt.pt'} (Trainer.resume)"
+                if "ckpt.pt" in found
+                else "it has no checkpoint to resume"
+            )
+            raise UserError(
+                f"{out} already holds a run ({', '.join(found)}) that this one would overwrite: {hint}, "
+                "or choose another --out-dir (out_dir), or delete that folder."
+            )
+        if self.dist.is_master:
+            out.mkdir(parents=True, exist_ok=True)
+        self._claimed = True
+
+    def _unsaved(self) -> bool:
+        return self._saved != (self.out_dir / "ckpt.pt", self.step)
+
+    def _last_checkpoint(self) -> str:
+        if self._saved is None:
+            return "no checkpoint of this run was saved"
+        path, step = self._saved
+        return f"the last checkpoint, {path}, is from step {step}"
+
+    def _interrupted(self, saved: bool) -> str:
+        if saved and self._saved is not None:
+            path = self._saved[0]
+            return (
+                f"interrupted at step {self.step}, saved to {path}; continue with: "
+                f"python -m lessons_lib.train --resume {path}"
+            )
+        resume = f"; continue from it with --resume {self._saved[0]}" if self._saved else ""
+        lost = f"stopped at once after {self.step} steps, the next one half done and lost"
+        return f"{lost}; {self._last_checkpoint()}{resume}"
 
     @staticmethod
     def _due(interval: int, step: int) -> bool:
         return interval > 0 and step % interval == 0
 
+    def _hellaswag_examples(self) -> list[dict]:
+        from .hellaswag import load_hellaswag
+
+        if not hasattr(self, "_hellaswag"):
+            self._hellaswag = load_hellaswag(self.cfg.hellaswag_data, self.cfg.hellaswag_limit or None)
+        return self._hellaswag
+
     def hellaswag(self):
         """HellaSwag accuracy of the model on ``cfg.hellaswag_data`` (loaded once)."""
-        from .hellaswag import evaluate_hellaswag, load_hellaswag
+        from .hellaswag import evaluate_hellaswag
 
-        if not hasattr(self, "_hellaswag_examples"):
-            self._hellaswag_examples = load_hellaswag(
-                self.cfg.hellaswag_data, self.cfg.hellaswag_limit or None
-            )
         with autocast(self.precision, self.device):
-            return evaluate_hellaswag(self.model, self._hellaswag_examples, progress=False)
+            return evaluate_hellaswag(self.model, self._hellaswag_examples(), progress=False)
 
     def sample(self, prompt: str = "\n", num_sequences: int = 2, max_new_tokens: int = 32) -> list[str]:
         """``num_sequences`` continuations of ``prompt`` from the model, seeded by the run's seed."""
@@ -285,8 +447,11 @@ class Trainer:
     # --- checkpoints -------------------------------------------------------------------------
 
     def save(self, path: str | Path | None = None) -> Path:
-        """Everything ``resume`` needs, atomically, to ``path`` (default ``out_dir/ckpt.pt``)."""
-        return save_checkpoint(
+        """Everything ``resume`` needs, atomically, to ``path`` (default ``out_dir/ckpt.pt``, after
+        ``claim_out_dir``)."""
+        if path is None:
+            self.claim_out_dir()
+        written = save_checkpoint(
             path or self.out_dir / "ckpt.pt",
             self.model,
             run_config=asdict(self.cfg),
@@ -298,20 +463,29 @@ class Trainer:
             history=self.history,
             monitor=self.monitor.state_dict() if self.monitor else None,
         )
+        if path is None:
+            self._saved = (written, self.step)
+        return written
 
     @classmethod
     def resume(cls, path: str | Path, device: str | torch.device | None = None, **overrides) -> Trainer:
         """Continue a run from its checkpoint exactly where it stopped, with its saved settings.
 
-        ``overrides`` change resumable settings (the schedule, intervals, ``out_dir``, ...); a
-        setting fixed for a run (``knob(resumable=False)``) must keep its saved value.
+        ``overrides`` change resumable settings (the schedule, intervals, ...); a setting fixed for
+        a run (``knob(resumable=False)``) must keep its saved value. The run writes into the
+        checkpoint's own folder, or ``out_dir`` when given: never where the file says it was made.
+        Its data folder is the saved one, which must exist here.
         """
+        path = Path(path)
         state = load_checkpoint(path, map_location="cpu")
         if "run_config" not in state:
-            raise ValueError(
+            raise CheckpointError(
                 f"{path} holds weights only (no run state); load it with lessons_lib.load_model."
             )
-        saved = RunConfig.from_dict(state["run_config"])
+        try:
+            saved = RunConfig.from_dict(state["run_config"])
+        except (UserError, TypeError) as exc:
+            raise CheckpointError(f"{path} holds run settings that are not valid: {exc}") from exc
         fixed = [f.name for f in fields(RunConfig) if not f.metadata["resumable"]]
         changed = [
             f"{name}={overrides[name]!r} (saved: {getattr(saved, name)!r})"
@@ -319,20 +493,35 @@ class Trainer:
             if name in overrides and overrides[name] != getattr(saved, name)
         ]
         if changed:
-            raise ValueError(
+            raise UserError(
                 f"Cannot resume {path} with {', '.join(changed)}: these settings are fixed for a run "
                 "(they shape the model, the data stream, the optimizer state or the random numbers). "
                 "Drop them to continue the run, or start a new run without --resume."
             )
-        cfg = replace(saved, **overrides)
+        cfg = replace(saved, **{**overrides, "out_dir": str(overrides.get("out_dir") or path.parent)})
+        if cfg.data != "shakespeare" and not Path(cfg.data).is_dir():
+            raise UserError(
+                f"{path} was trained on the shards in {cfg.data}, which is not a folder here (relative "
+                f"paths start at {Path.cwd()}). Resume from the folder the run started in, or put the "
+                "shards there: the data is fixed for a run."
+            )
         trainer = cls(cfg, device)
-        trainer.model.load_state_dict(state["model"])
-        trainer.optimizer.load_state_dict(state["optimizer"])
-        trainer.scaler.load_state_dict(state["scaler"])
-        trainer.train_loader.load_state_dict(state["train_loader"])
-        trainer.step = state["step"]
-        trainer.history = state["history"]
-        if trainer.monitor and state.get("monitor"):
-            trainer.monitor.load_state_dict(state["monitor"])
-        _set_rng_state(state["rng"])
+        load_weights(trainer.model, state, path)
+        try:
+            trainer.optimizer.load_state_dict(state["optimizer"])
+            trainer.scaler.load_state_dict(state["scaler"])
+            trainer.train_loader.load_state_dict(state["train_loader"])
+            trainer.step = state["step"]
+            trainer.history = state["history"]
+            if trainer.monitor and state.get("monitor"):
+                trainer.monitor.load_state_dict(state["monitor"])
+            _set_rng_state(state["rng"])
+        except UserError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(
+                f"{path}: its run state does not fit this run ({type(exc).__name__}: {exc})"
+            ) from exc
+        trainer._resumed_from = path
+        trainer._saved = (path, trainer.step)
         return trainer

@@ -6,7 +6,9 @@
     python -m lessons_lib.train --resume runs/shakespeare/ckpt.pt
 
 Every field of ``RunConfig`` (``lessons_lib.run``) is a flag; a recipe sets the defaults, flags
-override them. ``--resume`` continues a run with the settings saved in its checkpoint.
+override them. ``--resume`` continues a run with the settings saved in its checkpoint. A new run
+refuses an ``--out-dir`` that holds another run; Ctrl-C saves the run after the step under way and
+prints the ``--resume`` command that continues it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
-from .cli import add_device, parser
+from .cli import add_device, command, number, parser
 from .distributed import shutdown
 from .run import RECIPES, RunConfig, Trainer
 from .viz import plot_layer_stats, plot_logit_waterfall, plot_losses
@@ -24,7 +26,8 @@ from .viz import plot_layer_stats, plot_logit_waterfall, plot_losses
 RESUME_HELP = (
     "continue the run saved in this checkpoint, bit-identically, with the settings saved in it; "
     "flags still change the others (e.g. --max-steps to train longer), but a setting marked "
-    "[fixed for a run] must keep its saved value, and --recipe is refused"
+    "[fixed for a run] must keep its saved value, and --recipe is refused. It writes into the "
+    "checkpoint's folder, or --out-dir when given (never where the file says it was made)"
 )
 
 
@@ -56,7 +59,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
                 help=f"{text} (default: {f.default})",
             )
         else:
-            typ = {"int": int, "float": float, "str": str}[f.type]
+            bounds = f.metadata["bounds"]
+            typ = number(bounds) if bounds else {"int": int, "float": float, "str": str}[f.type]
             p.add_argument(flag, type=typ, default=None, help=f"{text} (default: {f.default})")
     args = p.parse_args(argv)
     overrides = {
@@ -65,6 +69,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     return p, args, overrides
 
 
+@command("train")
 def main(argv: list[str] | None = None) -> None:
     p, args, overrides = parse_args(argv)
     if args.resume and args.recipe:
@@ -72,16 +77,17 @@ def main(argv: list[str] | None = None) -> None:
             "--recipe cannot be combined with --resume: a resumed run keeps the settings saved in "
             "its checkpoint. Drop --recipe (other flags still override the resumable settings)."
         )
-    try:
-        if args.resume:
-            trainer = Trainer.resume(args.resume, args.device, **overrides)
-        else:
-            trainer = Trainer(replace(RECIPES[args.recipe or "shakespeare-cpu"], **overrides), args.device)
-    except ValueError as exc:  # settings that do not fit: a message, not a traceback
-        p.error(str(exc))
+    if args.resume:
+        trainer = Trainer.resume(args.resume, args.device, **overrides)
+    else:
+        trainer = Trainer(replace(RECIPES[args.recipe or "shakespeare-cpu"], **overrides), args.device)
     cfg, model = trainer.cfg, trainer.model
     counts = trainer.param_counts
+    trainer.claim_out_dir()  # before anything is printed: a folder with another run is refused
     if trainer.dist.is_master:
+        if args.resume:
+            print(f"resuming {args.resume} at step {trainer.step} of {cfg.max_steps}, data {cfg.data}, "
+                  f"writing to {cfg.out_dir}")  # fmt: skip
         print(
             f"device {trainer.device} | precision {trainer.precision} | model {cfg.model}: "
             f"{model.num_params():,} parameters | {trainer.grad_accum_steps} micro-batch(es) of "

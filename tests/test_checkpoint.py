@@ -246,6 +246,21 @@ def test_a_checkpoint_of_another_size_is_refused_in_one_line(tmp_path):
     assert load_weights(same, state, "c.pt") is same
 
 
+def test_a_diverged_model_is_never_saved(tmp_path):
+    path = save_checkpoint(tmp_path / "ckpt.pt", tiny(), step=1)
+    before = path.read_bytes()
+    model = tiny()
+    with torch.no_grad():
+        model.transformer.h[0].mlp.c_fc.weight[3, 4] = float("nan")
+    with pytest.raises(CheckpointError) as err:
+        save_checkpoint(path, model, step=2)
+    assert str(err.value) == (
+        f"Not saving {path}: transformer.h.0.mlp.c_fc.weight hold NaN or infinite values (the model "
+        "diverged); the previous ckpt.pt is intact. A lower learning rate, or a longer warmup, may help."
+    )
+    assert path.read_bytes() == before
+
+
 def test_an_unwritable_folder_is_named_and_the_previous_checkpoint_kept(tmp_path, monkeypatch):
     (tmp_path / "notes").write_text("a file")
     with pytest.raises(FileExistsError, match="notes is a file, not a folder; nothing was written"):

@@ -7,7 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lessons_lib import EOT_TOKEN, GPT, GPTConfig, generate, get_encoding, load_checkpoint, save_checkpoint
+from lessons_lib import (
+    EOT_TOKEN,
+    GPT,
+    GPTConfig,
+    UserError,
+    generate,
+    get_encoding,
+    load_checkpoint,
+    save_checkpoint,
+)
 from lessons_lib import finetune as ft
 from lessons_lib.optim import cosine_lr
 
@@ -122,6 +131,11 @@ def test_bad_lines_name_their_line_number(tmp_path, bad, error):
         ft.load_conversations(path)
 
 
+def test_a_missing_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No conversations file at .*nope.jsonl; give a JSONL file"):
+        ft.load_conversations(tmp_path / "nope.jsonl")
+
+
 def test_empty_file_is_refused(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(ValueError, match="holds no conversations"):
@@ -169,3 +183,52 @@ def test_a_file_that_is_not_utf8_names_the_line(tmp_path):
     (tmp_path / "chat.jsonl").write_bytes(f"{GOOD}\n{GOOD}\n".replace("Hello", "Ol\xe1").encode("latin-1"))
     with pytest.raises(ValueError, match="chat.jsonl line 1 is not UTF-8 text"):
         ft.load_conversations(tmp_path / "chat.jsonl")
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"lr": 0.0}, "lr must be a number > 0, got 0.0."),
+        ({"lr": -1e-4}, "lr must be a number > 0, got -0.0001."),
+        ({"min_lr": -1e-5}, r"min_lr \(at most lr\) must be a number in \[0, 0.0001\], got -1e-05."),
+        ({"min_lr": 1e-3}, r"min_lr \(at most lr\) must be a number in \[0, 0.0001\], got 0.001."),
+        ({"warmup_steps": -1}, "warmup_steps must be an integer >= 0, got -1."),
+        ({"weight_decay": -0.1}, "weight_decay must be a number >= 0, got -0.1."),
+        ({"grad_clip": -1.0}, "grad_clip must be a number >= 0, got -1.0."),
+        ({"seed": -1}, r"seed must be an integer in \[0, 4,294,967,295\], got -1."),
+    ],
+)  # fmt: skip
+def test_finetune_refuses_settings_out_of_range(convs, setting, message):
+    model = tiny_model()
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises(UserError, match=message):
+        ft.finetune(model, convs, steps=2, progress=False, **setting)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_command_refuses_an_out_dir_that_holds_a_checkpoint(tmp_path, capsys):
+    source = save_checkpoint(tmp_path / "base" / "ckpt.pt", tiny_model())
+    before = source.read_bytes()
+    argv = ["--data", str(DATA), "--checkpoint", str(source), "--steps", "1", "--no-progress"]
+    for out, held in [(source.parent, f"the checkpoint being fine-tuned, {source}"),
+                      (tmp_path / "other", f"a checkpoint, {tmp_path / 'other'}/ckpt.pt")]:  # fmt: skip
+        if out != source.parent:
+            save_checkpoint(out / "ckpt.pt", tiny_model())
+        with pytest.raises(SystemExit) as info:
+            ft.main([*argv, "--out-dir", str(out)])
+        assert info.value.code == 1
+        assert capsys.readouterr().err == (
+            f"python -m lessons_lib.finetune: error: --out-dir {out} holds {held}; fine-tuning writes there. "
+            "Choose another --out-dir.\n"
+        )
+    assert source.read_bytes() == before
+
+
+def test_command_refuses_a_bad_flag_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        ft.main(["--data", str(DATA), "--pretrained", "gpt2", "--out-dir", str(tmp_path), "--lr", "0"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        "python -m lessons_lib.finetune: error: argument --lr: '0' is not a number > 0 "
+        "(--help lists the options)\n"
+    )

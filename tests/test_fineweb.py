@@ -295,7 +295,7 @@ def test_parquet_without_pyarrow_is_refused_before_any_document(tmp_path, monkey
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else find_spec(name, *a)
     )
-    with pytest.raises(ImportError, match=r"needs pyarrow: pip install -e '.\[data\]'"):
+    with pytest.raises(AssetUnavailableError, match=r"needs pyarrow: pip install -e '.\[data\]'"):
         next(file_documents([tmp_path]))  # a.txt comes first, but nothing is read
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lessons_lib import GPT, GPTConfig, KVCache, generate, generate_text, sample_next_token
+from lessons_lib import GPT, GPTConfig, KVCache, UserError, generate, generate_text, sample_next_token
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +52,13 @@ def test_top_k_and_top_p_restrict_the_choice():
     assert set(sample_next_token(logits, top_k=None, top_p=0.81, generator=g).flatten().tolist()) == {0, 1, 2}
 
 
-def test_bad_sampling_settings():
-    with pytest.raises(ValueError, match="temperature must be >= 0"):
+def test_bad_sampling_settings_name_the_allowed_range():
+    with pytest.raises(UserError, match="temperature must be a number >= 0, got -1"):
         sample_next_token(torch.zeros(1, 3), temperature=-1)
-    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
+    with pytest.raises(UserError, match=r"top_p must be a number in \(0, 1\], got 1.5"):
         sample_next_token(torch.zeros(1, 3), top_p=1.5)
+    with pytest.raises(UserError, match=r"top_k \(0 or None: every token\) must be an integer >= 0, got -1"):
+        sample_next_token(torch.zeros(1, 3), top_k=-1)  # once silently the same as top_k=0
 
 
 def test_generate_text_is_seeded():

@@ -3,6 +3,7 @@ and export (``export_hf_gpt2``) writes a folder that transformers and lessons_li
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from lessons_lib import EOT_TOKEN, GPT, GPTConfig, generate, generate_text, sample
+from lessons_lib import EOT_TOKEN, GPT, GPTConfig, UserError, generate, generate_text, sample
 from lessons_lib.hf import export_hf_gpt2, load_hf_gpt2
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +67,35 @@ def test_load_hf_gpt2_copies_the_exact_weights(hf_folder):
 def test_unknown_pretrained_name():
     with pytest.raises(ValueError, match=r"Unknown pretrained model 'gpt5'.*gpt2, gpt2-medium"):
         load_hf_gpt2("gpt5")
+
+
+def test_a_folder_that_does_not_load_is_named_with_the_reason(hf_folder, tmp_path):
+    with pytest.raises(UserError, match="is not a Hugging Face model folder that loads: .*(found|config)"):
+        load_hf_gpt2(str(tmp_path))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    shutil.copy(hf_folder[0] / "config.json", broken)
+    (broken / "pytorch_model.bin").write_bytes(b"PK\x03\x04" + bytes(range(256)) * 8)  # a cut zip
+    with pytest.raises(UserError) as err:
+        load_hf_gpt2(str(broken))
+    assert str(err.value) == (
+        f"{broken} is not a Hugging Face model folder that loads: PytorchStreamReader failed reading zip "
+        "archive: failed finding central directory."
+    )
+    marker = tmp_path / "pwned"
+    torch.save({"transformer.wte.weight": Exploit(marker)}, broken / "pytorch_model.bin")
+    with pytest.raises(UserError) as err:
+        load_hf_gpt2(str(broken))
+    assert str(err.value).endswith(": its weights file holds pickled Python objects, which could run code.")
+    assert "weights_only" not in str(err.value) and not marker.exists()
+
+
+class Exploit:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
 
 
 # --- export -------------------------------------------------------------------------------------

@@ -110,6 +110,21 @@ def test_a_nan_loss_raises_before_the_update():
     )
 
 
+def test_a_non_finite_gradient_raises_before_the_update():
+    """A finite loss whose gradients overflow: the update would write NaN into every weight."""
+    model = tiny_gpt()
+    model.transformer.wte.weight.register_hook(lambda g: g * float("inf"))
+    before = params(model)
+    diverged = r"gradient norm became (inf|nan) at step 4 \(loss [\d.]+\); the parameters were not updated"
+    with pytest.raises(TrainingDivergedError, match=diverged):
+        train_step(model, torch.optim.AdamW(model.parameters()), loader(), step=4, grad_clip=1.0)
+    assert all(torch.equal(a, b) for a, b in zip(before, params(model), strict=True))
+    scaler = torch.amp.GradScaler("cpu")  # fp16's loss scaling: an overflow is its to skip, and lower
+    result = train_step(model, torch.optim.AdamW(model.parameters()), loader(), grad_clip=1.0, scaler=scaler)
+    assert result.grad_norm == math.inf and scaler.get_scale() == 2.0**15
+    assert all(torch.equal(a, b) for a, b in zip(before, params(model), strict=True))
+
+
 def test_monitor_records_the_step_it_is_given():
     model = tiny_gpt()
     monitor = TrainingMonitor(model, every=2, record_layers=True)

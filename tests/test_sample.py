@@ -25,7 +25,34 @@ def test_prints_the_seeded_continuations_of_generate_text(checkpoint, capsys):
     assert capsys.readouterr().out == first  # seeded
 
 
-def test_bad_counts_are_usage_errors(checkpoint, capsys):
-    with pytest.raises(SystemExit):
-        sample.main(["--checkpoint", str(checkpoint[1]), "--num-seq", "0"])
-    assert "'0' is not a positive integer" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    "flag, value, allowed",
+    [
+        ("--num-seq", "0", "a positive integer"),
+        ("--max-tokens", "-1", "a positive integer"),
+        ("--max-tokens", "0", "a positive integer"),
+        ("--top-k", "-1", "an integer >= 0"),  # once silently the same as 0 (no limit)
+        ("--top-p", "0", "a number in (0, 1]"),
+        ("--top-p", "1.5", "a number in (0, 1]"),
+        ("--temperature", "-0.5", "a number >= 0"),
+        ("--seed", "-1", "an integer in [0, 4,294,967,295]"),
+    ],
+)
+def test_a_bad_flag_is_one_line_naming_the_range(checkpoint, flag, value, allowed, capsys):
+    with pytest.raises(SystemExit) as info:
+        sample.main(["--checkpoint", str(checkpoint[1]), flag, value])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"python -m lessons_lib.sample: error: argument {flag}: '{value}' is not {allowed} "
+        "(--help lists the options)\n"
+    )
+
+
+def test_an_empty_prompt_is_one_line(checkpoint, capsys):
+    with pytest.raises(SystemExit) as info:
+        sample.main(["--checkpoint", str(checkpoint[1]), "--prompt", ""])
+    assert info.value.code == 1
+    assert capsys.readouterr().err == (
+        "python -m lessons_lib.sample: error: The prompt is empty; give at least one character "
+        "(e.g. '\\n').\n"
+    )

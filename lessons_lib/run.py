@@ -346,7 +346,7 @@ class Trainer:
             record["hellaswag"] = self.hellaswag().to_dict()
         return record
 
-    def _train_one(self, record: dict, log: TextIO | None, bar) -> None:
+    def _train_one(self, record: dict, log: TextIO | None, bar: tqdm) -> None:
         """One step, its log record, and the checkpoint when one is due."""
         step = self.step
         record = {**self.next_step(), **record}

@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     trainer.claim_out_dir()  # before anything is printed: a folder with another run is refused
     if trainer.dist.is_master:
         if args.resume:
-            print(f"resuming {args.resume} at step {trainer.step} of {cfg.max_steps}, data {cfg.data}, "
+            data = cfg.data + (f", hellaswag {cfg.hellaswag_data}" if cfg.hellaswag_interval else "")
+            print(f"resuming {args.resume} at step {trainer.step} of {cfg.max_steps}, data {data}, "
                   f"writing to {cfg.out_dir}")  # fmt: skip
         print(
             f"device {trainer.device} | precision {trainer.precision} | model {cfg.model}: "

@@ -118,8 +118,10 @@ def test_a_new_run_into_a_folder_with_a_run_is_refused_before_anything_runs(tmp_
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1
-    assert f"already holds a run (ckpt.pt, metrics.jsonl) that this one would overwrite: continue it with " \
+    assert (
+        f"already holds a run (ckpt.pt, metrics.jsonl) that this one would overwrite: continue it with "
         f"--resume {out / 'ckpt.pt'}" in captured.err
+    )
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 

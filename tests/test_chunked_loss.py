@@ -1,8 +1,11 @@
 """The chunked output layer + loss equals the plain one: loss and both gradients."""
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from lessons_lib import GPT, GPTConfig
 from lessons_lib.chunked_loss import linear_cross_entropy
@@ -71,6 +74,20 @@ def test_bf16_autocast_is_as_close_to_float64_as_the_plain_path():
         err_ours, err_plain = (o.double() - e).abs().max().item(), (t.double() - e).abs().max().item()
         assert err_ours <= 2 * err_plain + 1e-6 * scale
         assert err_ours < 1e-2 * scale
+
+
+@pytest.mark.parametrize("how, matmuls", [("training", 3), ("no_grad", 1), ("frozen inputs", 1)])
+def test_without_gradients_only_the_loss_is_computed(how, matmuls):
+    """Evaluation needs the loss only: pass 2 (the recompute and both gradient matmuls) is skipped,
+    so the FLOPs are those of one (N, C) x (C, V) product instead of three."""
+    h, w, targets = inputs()
+    if how == "frozen inputs":
+        h, w = h.detach(), w.detach()
+    with FlopCounterMode(display=False) as flops, torch.no_grad() if how == "no_grad" else nullcontext():
+        loss = linear_cross_entropy(h, w, targets, chunk_size=96)
+    assert flops.get_total_flops() == matmuls * 2 * N * C * V
+    assert loss.requires_grad == (how == "training")
+    assert (loss - plain(h, w, targets)).abs().item() < 1e-6
 
 
 def test_bad_shapes_are_refused_with_the_expected_shapes():

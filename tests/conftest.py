@@ -1,9 +1,22 @@
-"""Fixtures shared by the unit tests: a tiny GPT, a few SGD steps on it, one thread for tiny models."""
+"""Fixtures shared by the unit tests: the device of the tests that can run on an accelerator, a
+tiny GPT and a few SGD steps on it, one thread for tiny models."""
+
+import os
 
 import pytest
 import torch
 
 from lessons_lib import GPT, GPTConfig
+from lessons_lib.device import get_device
+
+TEST_DEVICE_ENV = "LESSONS_TEST_DEVICE"
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    """The CPU, or ``$LESSONS_TEST_DEVICE`` (``cuda`` from benchmarks/gpu_check.sh): the tests that
+    take this fixture (model, chunked loss, KV cache) check there what they check on the CPU."""
+    return get_device(os.environ.get(TEST_DEVICE_ENV) or "cpu")
 
 
 @pytest.fixture

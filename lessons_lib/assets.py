@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -147,6 +148,22 @@ def utf8_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
                     f"{path} line {number} is not UTF-8 text (its byte {where} is {byte:#04x}: {exc.reason})."
                     " Save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)."
                 ) from None
+
+
+def jsonl_records(path: str | os.PathLike) -> Iterator[tuple[int, object]]:
+    """``(line number, parsed JSON)`` for each non-blank line of a UTF-8 JSONL file, so a damaged
+    line fails with the file and its line number (the decoder's own counts only its one line)."""
+    for number, line in utf8_lines(path):
+        line = line.rstrip()  # so the decoder's column is the column in the file
+        if not line:
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(
+                f"{path}, line {number}: not valid JSON ({exc.msg} at column {exc.colno}): {line[:80]!r}"
+            ) from exc
+        yield number, record
 
 
 def atomic_copy(src: Path, dest: Path) -> Path:

@@ -15,6 +15,8 @@ never the whole (N, V) matrix; the price is one extra matmul (the recompute). Vo
 rather than row chunks: a row chunk would re-read the whole (V, C) weight and its gradient each
 time. The gradients are computed in the forward pass (the loss is the last operation before
 ``backward`` in a training step) and ``backward`` only scales them by the incoming gradient.
+Where no gradient can be asked for (``torch.no_grad()``, as in evaluation, or inputs that do not
+require grad) pass 2 is skipped: the loss alone costs one matmul per chunk, not three.
 
 Under bf16 autocast the matmuls run in bf16 like the plain path's; the log-sum-exp, the softmax
 and every accumulation (loss, weight gradient) stay in float32. Targets equal to ``ignore_index``
@@ -36,7 +38,7 @@ class LinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of ``h @ weight.T`` against ``targets``; gradients made in forward."""
 
     @staticmethod
-    def forward(ctx, h, weight, targets, chunk_size, ignore_index, compute_dtype):
+    def forward(ctx, h, weight, targets, chunk_size, ignore_index, compute_dtype, with_grads):
         acc = torch.promote_types(h.dtype, torch.float32)  # float32, or float64 for fp64 models
         low = compute_dtype != acc  # bf16 matmuls; softmax and sums in float32
         (N, C), V = h.shape, weight.size(0)
@@ -79,6 +81,8 @@ class LinearCrossEntropy(torch.autograd.Function):
                 top = new_top
             lse = top + sum_exp.log_()  # (N, 1)
             loss = ((lse - picked) * scale).sum()
+            if not with_grads:  # no_grad or frozen inputs (evaluation): the loss is all
+                return loss
 
             # pass 2: recompute each chunk's logits, turn them in place into d loss / d logits =
             # (softmax - one_hot) * scale, and multiply that into both gradients. softmax * scale
@@ -104,7 +108,7 @@ class LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss):
         grad_h, grad_w = ctx.saved_tensors
-        return grad_h * grad_loss, grad_w * grad_loss, None, None, None, None
+        return grad_h * grad_loss, grad_w * grad_loss, None, None, None, None, None
 
 
 def linear_cross_entropy(
@@ -130,4 +134,5 @@ def linear_cross_entropy(
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}.")
     device = h.device.type
     compute_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h.dtype
-    return LinearCrossEntropy.apply(h, weight, targets, chunk_size, ignore_index, compute_dtype)
+    with_grads = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
+    return LinearCrossEntropy.apply(h, weight, targets, chunk_size, ignore_index, compute_dtype, with_grads)

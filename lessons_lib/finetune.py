@@ -20,14 +20,13 @@ end token only: the model should learn to answer, not to imitate its users.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from .assets import utf8_lines
+from .assets import jsonl_records
 from .checkpoint import save_checkpoint
 from .cli import add_model_source, command, model_from_args, number, parser, positive
 from .generation import generate
@@ -69,13 +68,7 @@ def load_conversations(path: str | os.PathLike) -> list[Conversation]:
     if not path.is_file():
         raise FileNotFoundError(f"No conversations file at {path}; give a JSONL file, a conversation a line.")
     conversations = []
-    for n, line in utf8_lines(path):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}, line {n}: invalid JSON ({exc}).") from exc
+    for n, obj in jsonl_records(path):
         if not isinstance(obj, dict) or "messages" not in obj:
             raise UserError(f"{path}, line {n}: no 'messages' key; expected {{\"messages\": [...]}}.")
         try:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .assets import AssetUnavailableError, atomic_write, offline, utf8_lines
+from .assets import AssetUnavailableError, atomic_write, jsonl_records, offline, utf8_lines
 from .cli import command, parser, positive
 from .data import DataLoaderLite
 from .tokenizer import EOT_TOKEN, get_encoding
@@ -89,16 +89,12 @@ def _expand(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def _jsonl_documents(path: Path) -> Iterator[str]:
-    for number, line in utf8_lines(path):
-        if not line.strip():
-            continue
-        try:
-            text = json.loads(line)["text"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    for number, record in jsonl_records(path):
+        if not isinstance(record, dict) or "text" not in record:
             raise UserError(
-                f'{path} line {number} is not a JSON object with a "text" field '
-                f"({type(exc).__name__}: {exc}): {line[:80]!r}"
-            ) from exc
+                f'{path} line {number} is not a JSON object with a "text" field: {json.dumps(record)[:80]}'
+            )
+        text = record["text"]
         if not isinstance(text, str):
             raise UserError(f'{path} line {number}: "text" is a {type(text).__name__}, not a string.')
         yield text

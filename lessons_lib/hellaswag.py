@@ -24,11 +24,11 @@ Reference numbers for a full run on the 10,042 validation examples (``--data val
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .assets import AssetUnavailableError, cache_dir, download, utf8_lines
+from .assets import AssetUnavailableError, cache_dir, download, jsonl_records
 from .cli import add_model_source, command, model_from_args, parser, positive
 from .precision import upcast
 from .tokenizer import get_encoding
@@ -101,17 +101,8 @@ def load_hellaswag(source: str | os.PathLike = "val", limit: int | None = None) 
             )
     if limit is not None:
         positive_int("limit (examples to load; None for all)", limit)
-    examples = []
-    for lineno, line in utf8_lines(path):
-        if limit is not None and len(examples) >= limit:
-            break
-        if not line.strip():
-            continue
-        try:
-            ex = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}, line {lineno}: not valid JSON ({exc}).") from exc
-        examples.append(_check_example(ex, f"{path}, line {lineno}"))
+    records = islice(jsonl_records(path), limit)  # limit=None: every line
+    examples = [_check_example(ex, f"{path}, line {n}") for n, ex in records]
     if not examples:
         raise UserError(f"{path} holds no examples.")
     return examples

@@ -1,4 +1,6 @@
-"""The cache folder, offline mode, atomic writes and downloads."""
+"""The cache folder, offline mode, atomic writes, downloads and reading JSONL files."""
+
+import re
 
 import pytest
 
@@ -10,6 +12,7 @@ from lessons_lib.assets import (
     atomic_write,
     cache_dir,
     download,
+    jsonl_records,
     offline,
     sha256_of,
 )
@@ -58,3 +61,18 @@ def test_download_refuses_offline_and_reports_network_failures(tmp_path, monkeyp
     assert not (tmp_path / "y").exists()
     download((tmp_path / "src").as_uri(), tmp_path / "z", sha256=sha256_of(tmp_path / "src"))
     assert (tmp_path / "z").read_bytes() == b"abc"
+
+
+def test_jsonl_records_skip_blank_lines_and_name_a_bad_line(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_bytes('\ufeff{"a": 1}\n\n  \n[2, "é"]\n"text"'.encode())  # a BOM, blank lines, no last newline
+    assert list(jsonl_records(path)) == [(1, {"a": 1}), (4, [2, "é"]), (5, "text")]
+    path.write_text('{"a": 1}\n\n{"a": 2,\n{"a": 3}\n', encoding="utf-8")
+    records = jsonl_records(path)
+    assert next(records) == (1, {"a": 1})  # read lazily: the lines before a bad one come through
+    bad = "data.jsonl, line 3: not valid JSON (Expecting property name enclosed in double quotes at column 9)"
+    with pytest.raises(ValueError, match=re.escape(bad + """: '{"a": 2,'""")):
+        next(records)
+    path.write_bytes(b'{"a": 1}\n{"a": "\xe9"}\n')
+    with pytest.raises(ValueError, match="data.jsonl line 2 is not UTF-8 text"):
+        list(jsonl_records(path))

@@ -1,7 +1,9 @@
-"""Smoke tests of benchmarks/train_step.py: it runs and its FLOP count is right. No timing asserts."""
+"""Smoke tests of the benchmarks: train_step.py runs and its FLOP count is right; gpu_check.py's
+pieces work on the CPU with a tiny model. No timing asserts beyond what excludes the warm-up."""
 
 import importlib.util
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -9,17 +11,28 @@ import torch
 
 from lessons_lib.model import GPT, GPTConfig
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_step.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+TINY = GPTConfig(block_size=32, vocab_size=4096, n_layer=2, n_head=2, n_embd=32)
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("train_step_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    yield _load("train_step_bench", BENCHMARKS / "train_step.py")
+    del sys.modules["train_step_bench"]
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    yield _load("gpu_check_bench", BENCHMARKS / "gpu_check.py")
+    del sys.modules["gpu_check_bench"]
 
 
 @pytest.mark.parametrize("preset", ["cpu-tiny", "cpu-medium", "gpt2"])
@@ -81,3 +94,92 @@ def test_every_variant_is_timed_through_the_librarys_train_step(bench, monkeypat
         "cpu-tiny", torch.device("cpu"), (2, 16), ["fp32"], {"fp32": 1e12, "bf16": 1e12}, 1, 0, 1
     )
     assert {"GPT", "_HFLoss"} <= set(models)
+
+
+# --- gpu_check.py ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, peak",
+    [("NVIDIA H200", 989e12), ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA A100-SXM4-80GB", 312e12),
+     ("NVIDIA L4", 121e12), ("NVIDIA L40S", None), ("NVIDIA H100 PCIe", None)],
+)  # fmt: skip
+def test_peak_table_knows_the_listed_gpus_only(gpu, name, peak):
+    found = gpu.peak_bf16_flops(name)
+    assert (found and found[1]) == peak
+    text = gpu.mfu_text(0.5 * (peak or 1.0), name)
+    assert text.startswith("50.0% of") if peak else text.startswith("unknown")
+
+
+def test_step_timing_goes_through_train_step_and_leaves_the_warmup_out(gpu, monkeypatch):
+    from lessons_lib.loop import train_step
+
+    steps = []
+
+    def slow_warmup(model, optimizer, data, step, **kwargs):
+        steps.append((type(model).__name__, step, kwargs["precision"]))
+        if step < 2:
+            time.sleep(0.25)  # what a compilation costs: must not show in ms/step
+        return train_step(model, optimizer, data, step, **kwargs)
+
+    monkeypatch.setattr(gpu, "train_step", slow_warmup)
+    timing = gpu.time_training_step(TINY, (2, 16), torch.device("cpu"), "fp32", 3, 2, compile_model=False)
+    assert steps == [("GPT", s, "fp32") for s in range(5)]
+    assert timing.warmup_s >= 0.5 and 0 < timing.ms_per_step < 200
+    assert timing.tokens_per_s == pytest.approx(2 * 16 * 1000 / timing.ms_per_step)
+    assert timing.peak_memory is None  # CUDA only
+
+
+def test_short_training_run_passes_only_when_the_loss_falls(gpu):
+    from lessons_lib.data import DataLoaderLite
+
+    results = []
+    for max_lr in (1e-2, 1e-7):  # the second barely moves the weights: the check must fail
+        torch.manual_seed(0)
+        model = GPT(TINY)
+        losses = gpu.train_briefly(model, DataLoaderLite(4, 32, gpu.source_bytes()), 30, max_lr, "fp32")
+        assert len(losses) == 30 and model.training  # train_briefly puts the mode back
+        results.append(gpu.loss_fell(losses))
+    assert results == [True, False]
+    assert int(gpu.source_bytes().max()) < 256
+
+
+def test_kv_cache_comparison_finds_equal_tokens_and_the_first_difference(gpu):
+    torch.manual_seed(0)
+    model = GPT(TINY)
+    prompts = torch.randint(0, 4096, (3, 5))
+    result = gpu.compare_kv_cache(model, prompts, 20)
+    assert result.identical and result.first_difference is None
+    assert result.max_logit_diff < 1e-4 and set(result.seconds) == {True, False}
+    a = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
+    b = torch.tensor([[1, 2, 3, 4], [5, 6, 0, 0]])
+    assert gpu.first_difference(a, b) == 2 and gpu.first_difference(a, a.clone()) is None
+
+
+def test_unit_tests_run_with_the_test_device_and_report_failures(gpu, tmp_path):
+    (tmp_path / "test_device_seen.py").write_text(
+        "import os\n\n"
+        "def test_device():\n    assert os.environ['LESSONS_TEST_DEVICE'] == 'cpu'\n\n"
+        "def test_broken():\n    assert False\n"
+    )
+    check = gpu.run_unit_tests([str(tmp_path / "test_device_seen.py")], "cpu", timeout_s=120)
+    assert not check.passed and check.numbers["passed"] == "1"
+    assert check.numbers["failed / errors / skipped"] == "1 / 0 / 0"
+    assert check.note == "failed: test_device_seen::test_broken"
+    check = gpu.run_unit_tests([str(tmp_path / "test_device_seen.py::test_device")], "cpu", timeout_s=120)
+    assert check.passed and check.numbers["passed"] == "1"
+
+
+def test_results_file_lists_every_check(gpu):
+    checks = [gpu.Check("throughput", True, {"tokens/s": "1,234"}), gpu.Check("kv cache", False, note="boom")]
+    text = gpu.render_markdown(checks, {"device": "NVIDIA H200"})
+    assert "- **device**: NVIDIA H200" in text
+    assert "| throughput | PASS |" in text and "| kv cache | FAIL |" in text
+    assert "- tokens/s: 1,234" in text and "- note: boom" in text
+
+
+def test_gpu_check_refuses_without_cuda(gpu, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(gpu.torch.cuda, "is_available", lambda: False)
+    assert gpu.main(["--out", str(tmp_path / "r.md")]) == 2
+    assert "sees no CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "r.md").exists()

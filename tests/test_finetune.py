@@ -113,7 +113,7 @@ GOOD = '{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "
 @pytest.mark.parametrize(
     "bad, error",
     [
-        ('{"messages": [', "invalid JSON"),
+        ('{"messages": [', "not valid JSON"),
         ('{"turns": []}', "no 'messages' key"),
         ('[1, 2]', "no 'messages' key"),
         ('{"messages": []}', "'messages' must be a non-empty list"),

@@ -126,7 +126,7 @@ def test_text_files_are_one_document_each(tmp_path):
 
 @pytest.mark.parametrize(
     "line, problem",
-    [('{"text": "ok"', "line 2 is not a JSON object"), ('{"body": "x"}', "line 2 is not a JSON object"),
+    [('{"text": "ok"', "line 2: not valid JSON"), ('{"body": "x"}', "line 2 is not a JSON object"),
      ('["x"]', "line 2 is not a JSON object"), ('{"text": 3}', 'line 2: "text" is a int')],
 )  # fmt: skip
 def test_jsonl_bad_line_is_named(tmp_path, line, problem):

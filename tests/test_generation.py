@@ -5,14 +5,16 @@ from lessons_lib import GPT, GPTConfig, KVCache, UserError, generate, generate_t
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(device):
     torch.manual_seed(0)
-    return GPT(GPTConfig(block_size=24, vocab_size=300, n_layer=2, n_head=2, n_embd=32)).eval()
+    return GPT(GPTConfig(block_size=24, vocab_size=300, n_layer=2, n_head=2, n_embd=32)).to(device).eval()
 
 
-def run(model, use_kv_cache, max_new_tokens=40, **kw):
-    g = torch.Generator().manual_seed(7)
-    idx = torch.tensor([[1, 2, 3], [4, 5, 6]])
+def run(model, use_kv_cache, max_new_tokens=40, seed=7, **kw):
+    """Two prompts extended on the model's device, sampled with a generator seeded there."""
+    device = next(model.parameters()).device
+    g = torch.Generator(device).manual_seed(seed)
+    idx = torch.tensor([[1, 2, 3], [4, 5, 6]], device=device)
     return generate(model, idx, max_new_tokens, generator=g, use_kv_cache=use_kv_cache, **kw)
 
 
@@ -22,10 +24,10 @@ def test_kv_cache_gives_the_same_tokens_as_recompute(model):
     assert torch.equal(run(model, True, temperature=0), run(model, False, temperature=0))
 
 
-def test_kv_cache_logits_match_full_forward(model):
-    idx = torch.randint(0, 300, (2, 10))
+def test_kv_cache_logits_match_full_forward(model, device):
+    idx = torch.randint(0, 300, (2, 10)).to(device)
     full, _ = model(idx)
-    cache = KVCache(model.config, 2, 24, torch.device("cpu"), torch.float32)
+    cache = KVCache(model.config, 2, 24, device, torch.float32)
     first, _ = model(idx[:, :6], kv_cache=cache)
     rest = [model(idx[:, t : t + 1], kv_cache=cache)[0] for t in range(6, 10)]
     stepwise = torch.cat([first, *rest], dim=1)
@@ -34,9 +36,7 @@ def test_kv_cache_logits_match_full_forward(model):
 
 def test_seeded_sampling_is_reproducible(model):
     assert torch.equal(run(model, True), run(model, True))
-    g = torch.Generator().manual_seed(8)
-    other = generate(model, torch.tensor([[1, 2, 3], [4, 5, 6]]), 40, generator=g)
-    assert not torch.equal(run(model, True), other)
+    assert not torch.equal(run(model, True), run(model, True, seed=8))
 
 
 def test_greedy_picks_argmax():
@@ -101,7 +101,7 @@ def test_generate_runs_in_eval_mode_and_restores_the_mode(model):
     seen = []
     hook = model.register_forward_hook(lambda m, i, o: seen.append(m.training))
     try:
-        generate(model, torch.tensor([[1, 2]]), 3)
+        generate(model, torch.tensor([[1, 2]], device=next(model.parameters()).device), 3)
     finally:
         hook.remove()
         training = model.training

@@ -35,10 +35,10 @@ def test_causality_changing_token_t_changes_no_earlier_logit():
     assert not torch.allclose(a[:, t:], b[:, t:])
 
 
-def test_sdpa_and_explicit_attention_agree():
-    fast, slow = small_model(attention="sdpa"), small_model(attention="explicit")
+def test_sdpa_and_explicit_attention_agree(device):
+    fast, slow = small_model(attention="sdpa").to(device), small_model(attention="explicit").to(device)
     slow.load_state_dict(fast.state_dict())
-    idx = torch.randint(0, 1000, (2, 32))
+    idx = torch.randint(0, 1000, (2, 32)).to(device)
     diff = (fast(idx)[0] - slow(idx)[0]).abs().max().item()
     assert diff < 1e-5
 
@@ -69,10 +69,10 @@ def test_loss_at_initialisation_is_ln_vocab():
     assert abs(loss.item() - math.log(50257)) < 0.1
 
 
-def test_small_model_overfits_one_batch():
-    model = small_model().train()
+def test_small_model_overfits_one_batch(device):
+    model = small_model().to(device).train()
     torch.manual_seed(1)
-    x, y = torch.randint(0, 1000, (2, 16)), torch.randint(0, 1000, (2, 16))
+    x, y = torch.randint(0, 1000, (2, 16)).to(device), torch.randint(0, 1000, (2, 16)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(150):
         opt.zero_grad()

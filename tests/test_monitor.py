@@ -3,51 +3,16 @@
 import pytest
 import torch
 
-from lessons_lib import GPT, GPTConfig
 from lessons_lib.checkpoint import load_checkpoint, save_checkpoint
 from lessons_lib.monitor import TrainingMonitor
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models only lose from threads, and lose a lot on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny_gpt(seed=0):
-    torch.manual_seed(seed)
-    return GPT(GPTConfig(block_size=16, vocab_size=100, n_layer=2, n_head=2, n_embd=16))
-
-
-def train(model, steps, monitor=None):
-    """A few SGD steps on batches drawn from the global RNG: if the monitor consumed random
-    numbers, the batches (and so the weights) would differ. (No torch.optim: its first use
-    imports torch._dynamo, seconds of a test file that is otherwise fast.)"""
-    torch.manual_seed(1)
-    for step in range(steps):
-        x, y = torch.randint(0, 100, (2, 4, 16)).unbind(0)
-        if monitor:
-            monitor.start_step(step)
-        logits, loss = model(x, y)
-        if monitor:
-            monitor.observe(step, logits)
-        loss.backward()
-        if monitor:
-            monitor.observe_grads(step)
-        with torch.no_grad():
-            for p in model.parameters():
-                p -= 0.1 * p.grad
-                p.grad = None
-    return model
-
-
-def test_monitor_does_not_change_training():
-    plain = train(tiny_gpt(), 4)
+def test_monitor_does_not_change_training(tiny_gpt, train_sgd):
+    plain = train_sgd(tiny_gpt(), 4)
     monitor = TrainingMonitor(watched := tiny_gpt(), every=1, bins=16, record_layers=True)
-    train(watched, 4, monitor)
+    train_sgd(watched, 4, monitor)
     for (name, a), b in zip(plain.state_dict().items(), watched.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert monitor.logits["step"] == [0, 1, 2, 3]
@@ -85,7 +50,7 @@ def test_fixed_logit_range_counts_what_falls_outside():
     assert monitor.logits["counts"][1] == [0, 0, 0, 1]
 
 
-def test_layer_statistics_match_a_direct_computation():
+def test_layer_statistics_match_a_direct_computation(tiny_gpt):
     model = tiny_gpt()
     monitor = TrainingMonitor(model, every=1, record_layers=True)
     x = torch.randint(0, 100, (2, 16), generator=torch.Generator().manual_seed(0))
@@ -104,10 +69,10 @@ def test_layer_statistics_match_a_direct_computation():
             assert monitor.grads["norm"][0][i] == pytest.approx(norm, rel=1e-5)
 
 
-def test_monitor_state_rides_in_a_checkpoint(tmp_path):
+def test_monitor_state_rides_in_a_checkpoint(tmp_path, tiny_gpt, train_sgd):
     model = tiny_gpt()
     monitor = TrainingMonitor(model, every=2, bins=8, record_layers=True)
-    train(model, 5, monitor)
+    train_sgd(model, 5, monitor)
     path = save_checkpoint(tmp_path / "ckpt.pt", model, monitor=monitor.state_dict())
     state = load_checkpoint(path)["monitor"]  # torch.load(weights_only=True) inside
     resumed = TrainingMonitor(model, every=2, bins=8)
@@ -118,7 +83,7 @@ def test_monitor_state_rides_in_a_checkpoint(tmp_path):
         resumed.load_state_dict({"logits": {}})
 
 
-def test_remove_detaches_the_hooks():
+def test_remove_detaches_the_hooks(tiny_gpt):
     model = tiny_gpt()
     monitor = TrainingMonitor(model, every=1, record_layers=True)
     assert all(len(b._forward_hooks) == 1 for b in model.transformer.h)

@@ -3,7 +3,6 @@ import pytest
 import torch
 from matplotlib.collections import QuadMesh
 
-from lessons_lib import GPT, GPTConfig
 from lessons_lib.monitor import TrainingMonitor
 from lessons_lib.optim import cosine_lr
 from lessons_lib.viz import (
@@ -17,6 +16,8 @@ from lessons_lib.viz import (
     smooth,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 PNG = b"\x89PNG\r\n\x1a\n"
 CHARS = "\n abcdefghijklmnopqrstuvwxyz.,!?"
 
@@ -29,42 +30,6 @@ class CharTokenizer:
 
     def decode(self, ids):
         return "".join(CHARS[i] for i in ids)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models only lose from threads, and lose a lot on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_gpt(seed=0):
-    torch.manual_seed(seed)
-    return GPT(GPTConfig(block_size=16, vocab_size=100, n_layer=2, n_head=2, n_embd=16))
-
-
-def train(model, steps, monitor=None):
-    """A few SGD steps on batches drawn from the global RNG: if the monitor consumed random
-    numbers, the batches (and so the weights) would differ. (No torch.optim: its first use
-    imports torch._dynamo, seconds of a test file that is otherwise fast.)"""
-    torch.manual_seed(1)
-    for step in range(steps):
-        x, y = torch.randint(0, 100, (2, 4, 16)).unbind(0)
-        if monitor:
-            monitor.start_step(step)
-        logits, loss = model(x, y)
-        if monitor:
-            monitor.observe(step, logits)
-        loss.backward()
-        if monitor:
-            monitor.observe_grads(step)
-        with torch.no_grad():
-            for p in model.parameters():
-                p -= 0.1 * p.grad
-                p.grad = None
-    return model
 
 
 def synthetic_monitor(steps, every=10, bins=20, logit_range=None):
@@ -165,7 +130,7 @@ def test_lr_schedule_from_a_function_or_a_list():
         plot_lr_schedule(lambda s: 1e-3)
 
 
-def test_attention_weights_are_the_ones_the_model_uses():
+def test_attention_weights_are_the_ones_the_model_uses(tiny_gpt):
     model = tiny_gpt()
     tokens, weights = attention_maps(model, "to be, or not", tokenizer=CharTokenizer())
     assert tokens == list("to be, or not") and sorted(weights) == [0, 1]
@@ -184,7 +149,7 @@ def test_attention_weights_are_the_ones_the_model_uses():
         assert torch.allclose(block.attn.c_proj(y), outputs["attn"], atol=1e-6)
 
 
-def test_plot_attention_labels_every_map_with_the_tokens(tmp_path):
+def test_plot_attention_labels_every_map_with_the_tokens(tmp_path, tiny_gpt):
     model = tiny_gpt().train()
     fig = plot_attention(model, "hi\nyou", layers=[1], heads=[0, 1], tokenizer=CharTokenizer(),
                          path=tmp_path / "attn.png")  # fmt: skip
@@ -204,10 +169,10 @@ def test_plot_attention_labels_every_map_with_the_tokens(tmp_path):
         plot_attention(model, "hi", heads=[5], tokenizer=CharTokenizer())
 
 
-def test_layer_stats_draw_one_line_per_layer(tmp_path):
+def test_layer_stats_draw_one_line_per_layer(tmp_path, tiny_gpt, train_sgd):
     model = tiny_gpt()
     monitor = TrainingMonitor(model, every=2, record_layers=True)
-    train(model, 7, monitor)
+    train_sgd(model, 7, monitor)
     fig = plot_layer_stats(monitor, path=tmp_path / "layers.png")
     assert [ax.get_ylabel() for ax in fig.axes] == ["activation mean", "activation std", "gradient norm"]
     for ax in fig.axes:

@@ -14,13 +14,17 @@ Nothing in the library core imports this module; lessons and the test setup do.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
+from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from .assets import cache_dir
 
@@ -57,6 +61,50 @@ def precision() -> str:
     """The ``RunConfig.precision`` a lesson trains with: ``"fp64"`` at CI size (portable stored
     outputs), ``"auto"`` at full size (bf16 where the hardware has it)."""
     return PRECISIONS[run_size()]
+
+
+# Mantissa bits kept by portable_training. 10 held across CPUs (AVX-512, AVX2, SSE4) and thread
+# counts for lesson 11's fine-tuning; 12 and 14 did not: the grid must be coarse next to the drift.
+GRID_BITS = 10
+
+
+@torch.no_grad()
+def snap_to_grid(params: Iterable[torch.Tensor], bits: int = GRID_BITS) -> None:
+    """Round each value to ``bits`` bits of mantissa, in place (``x = m * 2**e``, ``m`` rounded)."""
+    for p in params:
+        mantissa, exponent = torch.frexp(p)
+        p.copy_(torch.ldexp(torch.round(mantissa * 2.0**bits) / 2.0**bits, exponent))
+
+
+@contextlib.contextmanager
+def portable_training(model: nn.Module, bits: int = GRID_BITS) -> Iterator[None]:
+    """At CI size, keep a chaotic training run the same on every CPU: snap ``model``'s weights to a
+    coarse grid (``snap_to_grid``) now and after every ``optimizer.step()`` inside the block.
+
+    Some runs (lesson 11's fine-tuning of a tiny model at a high rate) are chaotic: a 1e-12 relative
+    change in the weights grows to a different loss within 50 steps, even in float64, and another
+    CPU's kernels make such changes every step. On the grid, a step that differs by 1e-16 lands on
+    the same grid point unless a weight sits within 1e-16 of a rounding boundary, which is rare, so
+    every CPU follows the same path. The run still learns (updates are far larger than the grid's
+    spacing of 2**-bits relative), but it is not the run you would do: at full size this does nothing.
+
+    The hook is torch.optim's global step hook, so it also catches an optimizer that a library
+    function (``finetune``) makes for itself; it snaps that optimizer's parameters, and is removed
+    when the block ends.
+    """
+    if run_size() == "full":
+        yield
+        return
+    snap_to_grid(model.parameters(), bits)
+
+    def after_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+        snap_to_grid((p for group in optimizer.param_groups for p in group["params"]), bits)
+
+    handle = register_optimizer_step_post_hook(after_step)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 # A small randomly initialised GPT-2 in Hugging Face format: what the CI-size lessons load instead of

@@ -85,3 +85,71 @@ def test_setup_sets_the_default_dtype_of_the_size(monkeypatch):
         assert course.setup() == "full" and torch.get_default_dtype() == torch.float32
     finally:
         torch.set_default_dtype(before)
+
+
+def _adam_steps(model, steps: int) -> None:
+    torch.manual_seed(1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        x, y = torch.randint(0, 100, (2, 4, 16)).unbind(0)
+        model(x, y)[1].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+
+def _on_grid(t: torch.Tensor, bits: int) -> bool:
+    mantissa = torch.frexp(t).mantissa * 2.0**bits
+    return torch.equal(mantissa, mantissa.round())
+
+
+def test_snap_to_grid_keeps_the_mantissa_bits():
+    x = torch.tensor([1 / 3, -2 / 3, 1e-20, 0.0, 1000.1], dtype=torch.float64)
+    course.snap_to_grid([x], bits=4)
+    assert _on_grid(x, 4) and not _on_grid(x, 3)
+    torch.testing.assert_close(
+        x, torch.tensor([11 / 32, -11 / 16, 1e-20, 0.0, 1024.0], dtype=torch.float64), rtol=2**-5, atol=0
+    )
+
+
+def test_portable_training_snaps_inside_the_block_only(monkeypatch, tiny_gpt, one_thread):
+    monkeypatch.setenv("LESSONS_SIZE", "ci")
+    model = tiny_gpt().double()
+    with course.portable_training(model):
+        assert all(_on_grid(p, course.GRID_BITS) for p in model.parameters())
+        _adam_steps(model, 2)  # an optimizer made inside, as finetune() does
+        assert all(_on_grid(p, course.GRID_BITS) for p in model.parameters())
+    _adam_steps(model, 1)
+    assert not any(_on_grid(p, course.GRID_BITS) for p in model.parameters() if p.numel() > 8)
+
+
+def test_portable_training_does_nothing_at_full_size(monkeypatch, tiny_gpt, one_thread):
+    monkeypatch.setenv("LESSONS_SIZE", "full")
+    model = tiny_gpt()
+    before = [p.clone() for p in model.parameters()]
+    with course.portable_training(model):
+        assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+        _adam_steps(model, 1)
+    assert not any(_on_grid(p, course.GRID_BITS) for p in model.parameters() if p.numel() > 8)
+
+
+def test_portable_training_absorbs_a_tiny_difference(monkeypatch, tiny_gpt, one_thread):
+    """Two runs whose starting weights differ by 1e-13 (relative): apart after training, and the same
+    to the last bit on the grid. The difference stands in for another CPU's kernels."""
+    monkeypatch.setenv("LESSONS_SIZE", "ci")
+    a, b = tiny_gpt().double(), tiny_gpt().double()
+    course.snap_to_grid(a.parameters())
+    course.snap_to_grid(b.parameters())
+    with torch.no_grad():
+        for p in b.parameters():
+            p.mul_(1 + 1e-13)
+    runs = []
+    for model in (a, b):
+        twin = tiny_gpt().double()
+        twin.load_state_dict(model.state_dict())
+        _adam_steps(twin, 20)
+        runs.append(twin)
+    assert not all(torch.equal(p, q) for p, q in zip(runs[0].parameters(), runs[1].parameters(), strict=True))
+    for model in (a, b):
+        with course.portable_training(model):
+            _adam_steps(model, 20)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))

@@ -163,8 +163,10 @@ class _HFLoss(torch.nn.Module):
         super().__init__()
         self.hf = hf
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.hf(input_ids=x, labels=x)
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor, return_logits: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.hf(input_ids=x, labels=x)  # transformers always makes the logits
         return out.logits, out.loss
 
 

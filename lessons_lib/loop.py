@@ -23,6 +23,11 @@ from .distributed import mean_across_ranks
 from .precision import autocast, upcast
 from .utils import UserError, mode, positive_int
 
+# Devices where the training step takes the fused, chunked output layer + loss (chunked_loss.py):
+# measured faster there (lesson 07, section 9; benchmarks/train_step.py). Elsewhere the step keeps
+# the plain lm_head + F.cross_entropy until a measurement says otherwise (benchmarks/gpu_check.sh).
+FUSED_LOSS_DEVICES = frozenset({"cpu"})
+
 
 class Batches(Protocol):
     """Anything with ``next_batch() -> (x, y)``: ``DataLoaderLite``, ``ShardedDataLoader``,
@@ -53,9 +58,12 @@ def train_step(
     scaler: torch.amp.GradScaler | None = None,
     monitor=None,
 ) -> StepResult:
-    """One optimizer step of ``model`` (called as ``model(x, y) -> (logits, loss)``) on
-    ``accum_steps`` micro-batches from ``batches``.
+    """One optimizer step of ``model`` (called as ``model(x, y, return_logits=...) -> (logits,
+    loss)``) on ``accum_steps`` micro-batches from ``batches``.
 
+    - The logits are asked for only when ``monitor`` needs them or ``device.type`` is not in
+      ``FUSED_LOSS_DEVICES``; otherwise the model computes the loss without them (``GPT``: the
+      fused, chunked output layer + loss, equal to the plain path to float rounding).
     - ``lr``: set on every parameter group first (a schedule's value); ``None`` keeps the rate.
     - ``grad_clip``: clip the global gradient norm to it; ``0`` measures the norm without
       clipping; ``None`` does neither.
@@ -75,6 +83,7 @@ def train_step(
     positive_int("accum_steps", accum_steps)
     ddp = isinstance(model, nn.parallel.DistributedDataParallel)
     device = next(model.parameters()).device
+    want_logits = monitor is not None or device.type not in FUSED_LOSS_DEVICES
     if lr is not None:
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -88,7 +97,7 @@ def train_step(
         if ddp:  # average gradients across processes once, after the last micro-batch
             model.require_backward_grad_sync = micro == accum_steps - 1
         with autocast(precision, device):
-            logits, loss = model(x, y)
+            logits, loss = model(x, y, return_logits=want_logits)
         if monitor is not None:
             monitor.observe(step, logits)
         # each micro-batch's mean loss / n: the sum of their gradients is the big batch's

@@ -95,6 +95,9 @@ class RunConfig:
     eval_interval: int = knob(50, "validation loss every N steps and at the last; 0: only at the last",
                               bounds=NON_NEGATIVE)  # fmt: skip
     eval_batches: int = knob(8, "validation batches per estimate (the same ones every time)", bounds=POSITIVE)
+    final_eval_batches: int = knob(0, "validation batches of the estimate after the last step (logged as "
+                                   "final_val_loss); 0: the whole validation split",
+                                   bounds=NON_NEGATIVE)  # fmt: skip
     sample_interval: int = knob(0, "log two samples every N steps; 0 disables", bounds=NON_NEGATIVE)
     checkpoint_interval: int = knob(0, "also write ckpt.pt every N steps (a run always saves at its end); "
                                     "0: only at the end", bounds=NON_NEGATIVE)  # fmt: skip
@@ -133,8 +136,8 @@ RECIPES: dict[str, RunConfig] = {
         model="gpt2", pad_vocab=True, data="data/fineweb_edu_10B", batch_size=64, seq_len=1024,
         total_batch_tokens=524_288, max_steps=19_073, max_lr=6e-4, min_lr=6e-5, warmup_steps=715,
         weight_decay=0.1, grad_clip=1.0, precision="auto", compile=True, eval_interval=250,
-        eval_batches=20, sample_interval=250, checkpoint_interval=1000, hellaswag_interval=250,
-        out_dir="runs/gpt2-124m",
+        eval_batches=20, final_eval_batches=200, sample_interval=250, checkpoint_interval=1000,
+        hellaswag_interval=250, out_dir="runs/gpt2-124m",
     ),
 }  # fmt: skip
 
@@ -240,6 +243,7 @@ class Trainer:
         self.step = 0
         self.out_dir = Path(cfg.out_dir)
         self.history: dict[str, list] = {"step": [], "train_loss": [], "val_step": [], "val_loss": []}
+        self.final: dict | None = None  # final_evaluation() of the run's last step, once fit reaches it
         self._resumed_from: Path | None = None  # the checkpoint this run continues
         self._saved: tuple[Path, int] | None = None  # the last checkpoint of this run and its step
         self._claimed = False  # out_dir checked to be this run's
@@ -279,10 +283,19 @@ class Trainer:
         self.step += 1
         return metrics
 
-    def evaluate(self) -> float:
-        """The validation loss (``cfg.eval_batches`` batches, the same every time)."""
+    def evaluate(self, batches: int | None = None) -> float:
+        """The validation loss over the first ``batches`` validation batches (default
+        ``cfg.eval_batches``), the same ones every time."""
+        batches = self.cfg.eval_batches if batches is None else batches
         with autocast(self.precision, self.device):
-            return estimate_loss(self.model, self.val_loader, self.cfg.eval_batches)
+            return estimate_loss(self.model, self.val_loader, batches)
+
+    def final_evaluation(self) -> dict:
+        """The validation loss after the last step, on ``cfg.final_eval_batches`` batches (0: the
+        whole split): the run's result, on more text than the estimates along the way."""
+        batches = min(self.cfg.final_eval_batches or len(self.val_loader), len(self.val_loader))
+        tokens = batches * self.val_loader.B * self.val_loader.T
+        return {"step": self.step, "final_val_loss": self.evaluate(batches), "final_val_tokens": tokens}
 
     # --- the run -----------------------------------------------------------------------------
 
@@ -314,6 +327,9 @@ class Trainer:
                     between_steps = False
                     self._train_one(record, log if master else None, bar)
                     between_steps = True
+                if master and self.step == self.cfg.max_steps and not stop.requested:
+                    self.final = self.final_evaluation()
+                    log.write(json.dumps(self.final) + "\n")
                 if master and self._unsaved():
                     self.save()
             except BaseException as exc:

@@ -112,9 +112,11 @@ def main(argv: list[str] | None = None) -> None:
         plot_layer_stats(trainer.monitor, path=out / "layer_stats.png")
     samples = trainer.sample("\n", num_sequences=3, max_new_tokens=64)
     (out / "samples.txt").write_text("\n\n---\n\n".join(samples) + "\n", encoding="utf-8")
+    final = trainer.final  # fit made it at the last step
     print(
         f"trained to step {trainer.step} in {seconds:.0f} s | final train loss "
-        f"{history['train_loss'][-1]:.3f} | val loss {history['val_loss'][-1]:.3f}"
+        f"{history['train_loss'][-1]:.3f} | val loss {final['final_val_loss']:.3f} on "
+        f"{final['final_val_tokens']:,} validation tokens"
     )
     print(f"wrote {out / 'ckpt.pt'}, {out / 'metrics.jsonl'}, {out / 'loss.png'}, {out / 'samples.txt'}")
     print("run settings:", asdict(cfg))

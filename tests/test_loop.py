@@ -26,7 +26,8 @@ def params(model):
 
 
 def test_step_is_zero_grad_forward_backward_update():
-    """With every feature off, the step is exactly the four lines of lesson 05."""
+    """With every feature off, the step is exactly the four lines of lesson 05 (on the CPU, with the
+    loss taken without the logits)."""
     ours, ref = tiny_gpt(), tiny_gpt()
     opt_a, opt_b = (torch.optim.AdamW(m.parameters(), lr=1e-2) for m in (ours, ref))
     data_a, data_b = loader(), loader()
@@ -34,11 +35,38 @@ def test_step_is_zero_grad_forward_backward_update():
         result = train_step(ours, opt_a, data_a, step)
         x, y = data_b.next_batch()
         opt_b.zero_grad(set_to_none=True)
-        _, loss = ref(x, y)
+        _, loss = ref(x, y, return_logits=False)
         loss.backward()
         opt_b.step()
         assert result.loss == loss.item() and result.grad_norm is None
     assert all(torch.equal(a, b) for a, b in zip(params(ours), params(ref), strict=True))
+
+
+def test_the_fused_loss_is_used_where_it_is_faster_and_agrees_with_the_plain_one(monkeypatch):
+    """On the CPU the step asks for no logits (the fused output layer + loss); on other devices it
+    asks for them (as it does for a monitor: test_monitor_records_the_step_it_is_given). Both paths
+    train the same model to float32 rounding."""
+    import lessons_lib.loop as loop
+
+    calls = []
+    original = GPT.forward
+
+    def spy(self, *args, **kwargs):
+        calls.append(kwargs.get("return_logits", True))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(GPT, "forward", spy)
+    fused, plain = tiny_gpt(), tiny_gpt()
+    opt_f, opt_p = (torch.optim.SGD(m.parameters(), lr=0.5) for m in (fused, plain))  # Adam would
+    data_f, data_p = loader(), loader()  # blow a gradient's 1e-9 up to lr where the gradient is ~0
+    fused_losses = [train_step(fused, opt_f, data_f).loss for _ in range(3)]
+    assert calls == [False] * 3
+    monkeypatch.setattr(loop, "FUSED_LOSS_DEVICES", frozenset())  # as on a device not in the set
+    plain_losses = [train_step(plain, opt_p, data_p).loss for _ in range(3)]
+    assert calls[3:] == [True] * 3
+    assert fused_losses == pytest.approx(plain_losses, rel=1e-6)
+    for a, b in zip(params(fused), params(plain), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_lr_is_set_on_every_group_and_kept_when_none():

@@ -60,8 +60,14 @@ def test_fit_logs_metrics_and_checkpoints(tmp_path):
     history = trainer.fit(progress=False)
     assert history["val_step"] == [0, 3, 5] and len(history["train_loss"]) == 6
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    *rows, final = rows
     assert [r["step"] for r in rows] == list(range(6))
     assert {"loss", "lr", "grad_norm", "tokens_per_s", "ms_per_step"} <= rows[0].keys()
+    # after the last step, the whole validation split (final_eval_batches=0): every batch of it
+    val = trainer.val_loader
+    assert final == trainer.final and final["step"] == 6 and final["final_val_tokens"] == len(val) * 2 * 16
+    assert len(val) > 1 and final["final_val_loss"] == pytest.approx(trainer.evaluate(len(val)), rel=1e-12)
+    assert final["final_val_loss"] != pytest.approx(trainer.evaluate(1), rel=1e-6)
     assert "val_loss" in rows[3] and "val_loss" not in rows[2]
     assert rows[0]["lr"] == pytest.approx(1e-3 / 2)  # warmup
     assert rows[-1]["loss"] < rows[0]["loss"]
@@ -82,7 +88,9 @@ def test_resume_in_process_is_bit_identical(tmp_path):
 
 
 def logged_steps(run_dir) -> list[int]:
-    return [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    """The steps of metrics.jsonl's training records (not the final evaluation's)."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["step"] for r in rows if "loss" in r]
 
 
 def test_resume_after_sigkill_is_bit_identical_and_logs_each_step_once(tmp_path):

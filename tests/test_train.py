@@ -25,11 +25,16 @@ def test_train_writes_a_run_that_samples(tmp_path, capsys):
     train.main([*TINY_RUN, "--out-dir", str(out)])
     for name in ("ckpt.pt", "loss.png", "samples.txt", "metrics.jsonl"):
         assert (out / name).stat().st_size > 0, name
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    *rows, final = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(6))
     assert [r["step"] for r in rows if "val_loss" in r] == [0, 3, 5]
     assert rows[-1]["loss"] < rows[0]["loss"]
-    assert "model cpu-tiny: " in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "model cpu-tiny: " in printed
+    assert (
+        final["step"] == 6
+        and f"val loss {final['final_val_loss']:.3f} on {final['final_val_tokens']:,}" in printed
+    )
     sample.main(["--checkpoint", str(out / "ckpt.pt"), "--prompt", "ROMEO:", "--max-tokens", "3"])
     assert capsys.readouterr().out.count("> ROMEO:") == 4  # the checkpoint samples
 
@@ -39,7 +44,8 @@ def test_resume_continues_the_run(tmp_path, capsys):
     train.main([*TINY_RUN, "--max-steps", "4", "--out-dir", str(out)])
     train.main(["--resume", str(out / "ckpt.pt"), "--max-steps", "6", "--no-progress"])
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == list(range(6))
+    assert [r["step"] for r in rows if "loss" in r] == list(range(6))
+    assert [r["step"] for r in rows if "final_val_loss" in r] == [6]  # step 4's was dropped
     assert "trained to step 6" in capsys.readouterr().out
 
 
@@ -164,7 +170,7 @@ def test_ctrl_c_saves_the_run_and_prints_the_command_that_resumes_it(tmp_path, c
     train.main(last.split("continue with: python -m lessons_lib.train ")[1].split() + ["--no-progress"])
     assert "trained to step 6" in capsys.readouterr().out
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == list(range(6))
+    assert [r["step"] for r in rows] == [*range(6), 6]  # each step once, then the final evaluation
 
 
 def test_ctrl_c_in_a_real_process_exits_130_without_a_traceback(tmp_path):

@@ -25,9 +25,9 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     a, b = load_checkpoint(one / "ckpt.pt")["model"], load_checkpoint(two / "ckpt.pt")["model"]
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
     assert diff <= 1e-6
-    losses = [
-        [json.loads(line)["loss"] for line in (d / "metrics.jsonl").read_text().splitlines()]
-        for d in (one, two)
-    ]
+    rows = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (one, two)]
+    losses = [[r["loss"] for r in run if "loss" in r] for run in rows]  # the training steps
     assert len(losses[0]) == 3 and max(abs(x - y) for x, y in zip(*losses, strict=True)) <= 1e-6
+    finals = [run[-1]["final_val_loss"] for run in rows]  # rank 0's evaluation after the last step
+    assert abs(finals[0] - finals[1]) <= 1e-6
     assert losses[0][-1] < losses[0][0]  # it did train

@@ -76,10 +76,10 @@ class RunConfig:
                                    "one micro-batch per process", resumable=False,
                                    bounds=NON_NEGATIVE)  # fmt: skip
     # optimisation
-    max_steps: int = knob(250, "optimizer steps of the whole run (the cosine reaches min_lr there)",
+    max_steps: int = knob(592, "optimizer steps of the whole run (the cosine reaches min_lr there)",
                           bounds=POSITIVE)  # fmt: skip
-    max_lr: float = knob(1e-3, "learning rate at the end of warmup", bounds=RATE)
-    min_lr: float = knob(1e-4, "learning rate at max_steps, where the cosine ends (at most max_lr)",
+    max_lr: float = knob(6e-3, "learning rate at the end of warmup", bounds=RATE)
+    min_lr: float = knob(6e-4, "learning rate at max_steps, where the cosine ends (at most max_lr)",
                          bounds=NON_NEGATIVE_NUMBER)  # fmt: skip
     warmup_steps: int = knob(25, "steps of linear warmup from max_lr/warmup_steps to max_lr",
                              bounds=NON_NEGATIVE)  # fmt: skip

@@ -69,7 +69,7 @@ def test_fit_logs_metrics_and_checkpoints(tmp_path):
     assert len(val) > 1 and final["final_val_loss"] == pytest.approx(trainer.evaluate(len(val)), rel=1e-12)
     assert final["final_val_loss"] != pytest.approx(trainer.evaluate(1), rel=1e-6)
     assert "val_loss" in rows[3] and "val_loss" not in rows[2]
-    assert rows[0]["lr"] == pytest.approx(1e-3 / 2)  # warmup
+    assert rows[0]["lr"] == pytest.approx(RunConfig().max_lr / 2)  # warmup
     assert rows[-1]["loss"] < rows[0]["loss"]
     assert (tmp_path / "run" / "ckpt.pt").exists()
 

@@ -27,8 +27,10 @@ square-matmul throughput in each number format.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import gc
+import io
 import math
 import os
 import platform
@@ -58,6 +60,8 @@ BATCH_SHAPES: dict[str, dict[str, tuple[int, int]]] = {
 VOCAB_SIZE = 50257
 LR, WEIGHT_DECAY, BETAS = 6e-4, 0.1, (0.9, 0.95)
 PEER = "transformers"
+NANOGPT = "nanoGPT"  # karpathy/nanoGPT's model.py, vendored unchanged in benchmarks/vendor/
+IMPLS = ("lessons_lib", PEER, NANOGPT)  # the rows of each precision; then "lessons_lib best"
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "train_step.md"
 
 
@@ -65,7 +69,7 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "train_step.md"
 class Variant:
     """One model + optimiser + number format, ready to take training steps on a fixed batch."""
 
-    impl: str  # "lessons_lib", "transformers" or "lessons_lib best"
+    impl: str  # one of IMPLS or "lessons_lib best"
     precision: str  # as requested: "fp32", "bf16", "auto"
     resolved: str  # what actually runs
     step: Callable[[], None]
@@ -86,6 +90,7 @@ class Row:
     tokens_per_s: float | None
     ms_per_step: float | None
     ratio: float | None  # tokens/s over transformers' at the same precision (best row: vs fp32)
+    ratio_nanogpt: float | None  # tokens/s over nanoGPT's, the same way
     mfu: float | None
     note: str = ""
 
@@ -170,6 +175,29 @@ class _HFLoss(torch.nn.Module):
         return out.logits, out.loss
 
 
+class _NanoGPTLoss(torch.nn.Module):
+    """nanoGPT's ``GPT`` called like lessons_lib's: its ``forward(idx, targets)`` already returns
+    ``(logits, loss)``, always with the full logits."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        sys.path.insert(0, str(Path(__file__).resolve().parent / "vendor"))
+        try:
+            import nanogpt_model
+        finally:
+            sys.path.pop(0)
+        nano = nanogpt_model.GPTConfig(block_size=config.block_size, vocab_size=config.vocab_size,
+                                       n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd,
+                                       dropout=0.0, bias=True)  # fmt: skip
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints its parameter count
+            self.gpt = nanogpt_model.GPT(nano)
+
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor, return_logits: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.gpt(x, y)
+
+
 def make_variant(
     impl: str,
     config: GPTConfig,
@@ -184,6 +212,9 @@ def make_variant(
     if impl == PEER:
         model = _HFLoss(_hf_model(config)).to(device).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY, betas=BETAS)
+    elif impl == NANOGPT:
+        model = _NanoGPTLoss(config).to(device).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY, betas=BETAS)
     elif impl in ("lessons_lib", "lessons_lib best"):
         best = impl == "lessons_lib best"
         model = GPT(GPTConfig(**{**config.to_dict(), "vocab_multiple": 64 if best else 1})).to(device).train()
@@ -193,7 +224,7 @@ def make_variant(
             optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY, betas=BETAS)
         model = torch.compile(model) if best and compile_model else model
     else:
-        raise ValueError(f"impl={impl!r}; choose 'lessons_lib', 'lessons_lib best' or {PEER!r}.")
+        raise ValueError(f"impl={impl!r}; choose one of {IMPLS} or 'lessons_lib best'.")
 
     def step() -> None:
         train_step(model, optimizer, data, precision=resolved)
@@ -235,7 +266,7 @@ def benchmark_config(
     # B*T+1 random tokens on the device: a loader whose every batch is the same one
     data = DataLoaderLite(B, T, torch.randint(0, VOCAB_SIZE, (B * T + 1,), generator=gen).to(device))
 
-    variants = [make_variant(impl, config, p, data) for p in precisions for impl in ("lessons_lib", PEER)]
+    variants = [make_variant(impl, config, p, data) for p in precisions for impl in IMPLS]
     variants.append(make_variant("lessons_lib best", config, "auto", data, compile_model))
     # Fastest number format first: its warm-up time is the yardstick for the estimates.
     order = sorted(variants, key=lambda v: -peaks[v.resolved])
@@ -266,7 +297,8 @@ def benchmark_config(
     rows = []
     for v in variants:
         tps = speed.get((v.impl, v.precision))
-        peer = speed.get((PEER, "fp32" if v.impl == "lessons_lib best" else v.precision))
+        same = "fp32" if v.impl == "lessons_lib best" else v.precision
+        peer, nano = speed.get((PEER, same)), speed.get((NANOGPT, same))
         rows.append(
             Row(
                 config=name,
@@ -276,6 +308,7 @@ def benchmark_config(
                 tokens_per_s=tps,
                 ms_per_step=None if tps is None else 1000 * tokens_per_step / tps,
                 ratio=None if tps is None or peer is None else tps / peer,
+                ratio_nanogpt=None if tps is None or nano is None else tps / nano,
                 mfu=None if tps is None else flops_per_token(config, T) * tps / peaks[v.resolved],
                 note=v.skipped,
             )
@@ -306,21 +339,22 @@ def render_markdown(rows: list[Row], meta: dict[str, str]) -> str:
     lines += [f"- **{k}**: {v}" for k, v in meta.items()]
     lines += [
         "",
-        "| config | B x T | precision | implementation | tokens/s | ms/step | vs transformers | MFU |",
-        "|---|---|---|---|---:|---:|---:|---:|",
+        "| config | B x T | precision | implementation | tokens/s | ms/step | vs transformers | vs nanoGPT "
+        "| MFU |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        ratio = _fmt(r.ratio, ".2f") + ("x" if r.ratio is not None else "")
+        ratio, nano = (_fmt(x, ".2f") + ("x" if x is not None else "") for x in (r.ratio, r.ratio_nanogpt))
         mfu = "-" if r.mfu is None else f"{100 * r.mfu:.1f}%"
         tps = r.note or _fmt(r.tokens_per_s, ",.0f")
         lines.append(
             f"| {r.config} | {r.batch[0]} x {r.batch[1]} | {r.precision} | {r.impl} | {tps} | "
-            f"{_fmt(r.ms_per_step, ',.0f')} | {ratio} | {mfu} |"
+            f"{_fmt(r.ms_per_step, ',.0f')} | {ratio} | {nano} | {mfu} |"
         )
     lines += [
         "",
-        "`vs transformers`: tokens/s over `GPT2LMHeadModel`'s at the same precision and optimiser; "
-        "for `lessons_lib best` over transformers' fp32 (its default).",
+        "`vs transformers`, `vs nanoGPT`: tokens/s over `GPT2LMHeadModel`'s, nanoGPT's `model.py`'s, at "
+        "the same precision and optimiser; for `lessons_lib best` over their fp32 (their default).",
         "MFU: `(6 N + 12 L C T)` model FLOPs per token x tokens/s, over the matmul peak measured above "
         "for the row's precision.",
         "",

@@ -55,15 +55,19 @@ def test_benchmark_config_measures_peers_and_skips_hopeless_variants(bench, monk
     assert set(by_key) == {
         ("fp32", "lessons_lib"),
         ("fp32", "transformers"),
+        ("fp32", "nanoGPT"),
         ("bf16", "lessons_lib"),
         ("bf16", "transformers"),
+        ("bf16", "nanoGPT"),
         ("auto", "lessons_lib best"),
     }
     peer = by_key[("fp32", "transformers")]
     assert peer.tokens_per_s > 0 and peer.ratio == pytest.approx(1.0)
     ours = by_key[("fp32", "lessons_lib")]
     assert ours.ratio == pytest.approx(ours.tokens_per_s / peer.tokens_per_s)
-    for impl in ("lessons_lib", "transformers"):
+    nano = by_key[("fp32", "nanoGPT")]
+    assert ours.ratio_nanogpt == pytest.approx(ours.tokens_per_s / nano.tokens_per_s)
+    for impl in ("lessons_lib", "transformers", "nanoGPT"):
         skipped = by_key[("bf16", impl)]
         assert skipped.tokens_per_s is None and skipped.note.startswith("skipped")
 
@@ -75,7 +79,7 @@ def test_main_writes_the_markdown_table(bench, tmp_path, monkeypatch):
     text = bench.main([*argv, "--warmup", "0", "--peak-size", "256", "--out", str(out)])
     assert out.read_text() == text
     table = [line for line in text.splitlines() if line.startswith("| cpu-tiny")]
-    assert len(table) == 3  # lessons_lib, transformers, lessons_lib best
+    assert len(table) == 4  # lessons_lib, transformers, nanoGPT, lessons_lib best
     assert "measured matmul peak" in text and "load average" in text
 
 
@@ -93,7 +97,7 @@ def test_every_variant_is_timed_through_the_librarys_train_step(bench, monkeypat
     bench.benchmark_config(
         "cpu-tiny", torch.device("cpu"), (2, 16), ["fp32"], {"fp32": 1e12, "bf16": 1e12}, 1, 0, 1
     )
-    assert {"GPT", "_HFLoss"} <= set(models)
+    assert {"GPT", "_HFLoss", "_NanoGPTLoss"} <= set(models)
 
 
 # --- gpu_check.py ----------------------------------------------------------------------------

@@ -187,3 +187,18 @@ def test_gpu_check_refuses_without_cuda(gpu, tmp_path, monkeypatch, capsys):
     assert gpu.main(["--out", str(tmp_path / "r.md")]) == 2
     assert "sees no CUDA GPU" in capsys.readouterr().err
     assert not (tmp_path / "r.md").exists()
+
+
+# --- loss_memory.py --------------------------------------------------------------------------
+
+
+def test_loss_memory_finds_the_chunked_output_layer_smaller(tmp_path, monkeypatch):
+    """512 tokens: the plain path's (512, 50,257) logits and their gradient are ~100 MB each; the
+    chunked path holds one chunk. A results file with both rows comes out."""
+    memory = _load("loss_memory_bench", BENCHMARKS / "loss_memory.py")
+    monkeypatch.setattr(memory, "CASES", {"1024x128": (512, 64)})
+    peaks = memory.run_case("1024x128")
+    assert peaks["plain"] > 150 and peaks["plain"] > 3 * peaks["chunked"]
+    text = memory.main(["--cases", "1024x128", "--out", str(tmp_path / "m.md")])
+    assert (tmp_path / "m.md").read_text() == text and "| 512 x 64 |" in text
+    del sys.modules["loss_memory_bench"]

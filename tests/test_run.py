@@ -188,7 +188,7 @@ def test_resume_refuses_a_setting_fixed_for_the_run(tmp_path):
         ({"max_lr": 0.0}, "max_lr must be a number > 0, got 0.0."),
         ({"max_lr": float("nan")}, "max_lr must be a number > 0, got nan."),
         ({"min_lr": -1e-4}, "min_lr must be a number >= 0, got -0.0001."),
-        ({"min_lr": 1e-2}, "min_lr=0.01 must be <= max_lr=0.001: the learning rate decays"),
+        ({"max_lr": 1e-3, "min_lr": 1e-2}, "min_lr=0.01 must be <= max_lr=0.001: the learning rate decays"),
         ({"warmup_steps": -1}, "warmup_steps must be an integer >= 0, got -1."),
         ({"weight_decay": -0.1}, "weight_decay must be a number >= 0, got -0.1."),
         ({"grad_clip": -1.0}, "grad_clip must be a number >= 0, got -1.0."),

@@ -96,7 +96,8 @@ class RunConfig:
                               bounds=NON_NEGATIVE)  # fmt: skip
     eval_batches: int = knob(8, "validation batches per estimate (the same ones every time)", bounds=POSITIVE)
     final_eval_batches: int = knob(0, "validation batches of the estimate after the last step (logged as "
-                                   "final_val_loss); 0: the whole validation split",
+                                   "final_val_loss); 0: the whole validation split (give a number for a "
+                                   "large one: a FineWeb-Edu shard is 100M tokens)",
                                    bounds=NON_NEGATIVE)  # fmt: skip
     sample_interval: int = knob(0, "log two samples every N steps; 0 disables", bounds=NON_NEGATIVE)
     checkpoint_interval: int = knob(0, "also write ckpt.pt every N steps (a run always saves at its end); "

@@ -2,7 +2,7 @@
 
 One forward + backward of ``loss(h @ weight.T, targets)`` with ``h`` (N, C) and ``weight`` (V, C)
 requiring grad, as in a training step. Each variant runs in a fresh process, and its peak is that
-process's maximum resident memory (``ru_maxrss``) minus what it held once the inputs existed, so
+process's peak resident memory (``VmHWM``, reset once the inputs exist) minus what it held then, so
 the number is what the output layer adds at its worst: logits, their softmax and gradient for the
 plain path; one vocabulary chunk of them, plus the weight's gradient, for the chunked one.
 
@@ -16,7 +16,6 @@ import argparse
 import datetime
 import json
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -28,8 +27,19 @@ LABELS = {"1024x128": "cpu-small, B8 x T128 (the main job)", "16384x768": "GPT-2
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "loss_memory.md"
 
 
-def _peak_kib() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+def _status_kib(field: str) -> int:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process, in KiB, from /proc/self/status."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _reset_peak() -> int:
+    """Make the peak the current resident memory (writing 5 to /proc/self/clear_refs resets VmHWM,
+    Linux 4.0+), so a transient peak from the imports hides nothing; returns that baseline."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_kib("VmRSS")
 
 
 def measure(variant: str, n: int, c: int) -> float:
@@ -43,13 +53,13 @@ def measure(variant: str, n: int, c: int) -> float:
     h = torch.randn(n, c, requires_grad=True)
     weight = (0.02 * torch.randn(VOCAB_SIZE, c)).requires_grad_()
     targets = torch.randint(0, VOCAB_SIZE, (n,))
-    before = _peak_kib()
+    before = _reset_peak()
     if variant == "plain":
         loss = F.cross_entropy((h @ weight.T).float(), targets)
     else:
         loss = linear_cross_entropy(h, weight, targets)
     loss.backward()
-    return (_peak_kib() - before) / 1024
+    return (_status_kib("VmHWM") - before) / 1024
 
 
 def run_case(name: str) -> dict[str, float]:

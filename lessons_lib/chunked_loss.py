@@ -102,13 +102,22 @@ class LinearCrossEntropy(torch.autograd.Function):
                 else:
                     torch.mm(grad.T, hc, out=grad_w[start : start + w.size(0)])
                     grad_h.addmm_(grad, w)
-        ctx.save_for_backward(grad_h.to(h.dtype), grad_w)
+        # kept on ctx, not saved for backward: backward scales them in place and hands them on, so
+        # the (V, C) weight gradient exists once (autograd takes it as weight.grad without a copy)
+        ctx.grads = grad_h.to(h.dtype), grad_w
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
-        grad_h, grad_w = ctx.saved_tensors
-        return grad_h * grad_loss, grad_w * grad_loss, None, None, None, None, None
+        grads, ctx.grads = getattr(ctx, "grads", None), None
+        if grads is None:
+            raise RuntimeError(
+                "linear_cross_entropy computes its gradients in the forward pass and hands them to one "
+                "backward: run a new forward before each backward (retain_graph=True is not supported)."
+            )
+        grad_h, grad_w = grads
+        del grads
+        return grad_h.mul_(grad_loss), grad_w.mul_(grad_loss), None, None, None, None, None
 
 
 def linear_cross_entropy(

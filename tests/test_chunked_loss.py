@@ -91,6 +91,26 @@ def test_without_gradients_only_the_loss_is_computed(how, matmuls, device):
     assert (loss - plain(h, w, targets)).abs().item() < 1e-6
 
 
+def test_gradients_accumulate_over_forwards_and_one_backward_per_forward_is_enforced():
+    """Gradient accumulation (two forwards, two backwards) sums as with the plain path; the
+    gradients made in a forward serve one backward, and a second one says so instead of
+    returning gradients scaled twice."""
+    h, w, targets = inputs()
+
+    def accumulated_weight_grad(fn):
+        w.grad = None
+        for half in (slice(0, 35), slice(35, N)):
+            (0.5 * fn(h[half], w, targets[half])).backward()
+        return w.grad
+
+    ours, ref = accumulated_weight_grad(chunked(96)), accumulated_weight_grad(plain)
+    assert (ours - ref).abs().max().item() < 1e-6
+    loss = linear_cross_entropy(h, w, targets, chunk_size=96)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="run a new forward before each backward"):
+        loss.backward()
+
+
 def test_bad_shapes_are_refused_with_the_expected_shapes():
     h, w, targets = inputs()
     with pytest.raises(ValueError, match=r"targets must be \(N,\) = \(70,\)"):

@@ -9,7 +9,7 @@ import importlib
 from .assets import AssetUnavailableError, cache_dir
 from .checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from .data import DataLoaderLite, load_shakespeare, shakespeare_tokens, train_val_split
-from .device import get_device, seed_everything
+from .device import get_device
 from .generation import generate, generate_text, sample_next_token
 from .hf import export_hf_gpt2, load_hf_gpt2
 from .loop import TrainingDivergedError, estimate_loss, train_loop, train_step
@@ -18,7 +18,7 @@ from .monitor import TrainingMonitor
 from .optim import configure_optimizer, cosine_lr
 from .precision import resolve_precision
 from .tokenizer import EOT_TOKEN, get_encoding
-from .utils import UserError, mode, positive_int
+from .utils import UserError, mode, positive_int, seed_everything
 
 # Imported on first use: ``python -m lessons_lib.fineweb`` (or ``.hellaswag``) runs that module as
 # __main__, and had the package imported it already, it would exist twice (runpy warns about it).

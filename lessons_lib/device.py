@@ -1,11 +1,9 @@
-"""Which device to run on, and seeding for runs that repeat exactly (lesson 00)."""
+"""Which device to run on: the best one here, or the one asked for (lesson 00)."""
 
 from __future__ import annotations
 
 import os
-import random
 
-import numpy as np
 import torch
 
 from .utils import UserError
@@ -31,10 +29,3 @@ def get_device(preferred: str | None = None) -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices) so a run repeats exactly."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)

@@ -25,7 +25,7 @@ from .utils import UserError, mode, positive_int
 
 # Devices where the training step takes the fused, chunked output layer + loss (chunked_loss.py):
 # measured faster there (lesson 07, section 9; benchmarks/train_step.py). Elsewhere the step keeps
-# the plain lm_head + F.cross_entropy: the two have not been compared on a GPU yet.
+# the plain lm_head + F.cross_entropy, until a measurement on that device shows the fused one faster.
 FUSED_LOSS_DEVICES = frozenset({"cpu"})
 
 

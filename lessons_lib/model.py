@@ -43,10 +43,16 @@ class GPTConfig:
     # Round the embedding's rows up to a multiple of this (64 turns 50,257 into 50,304): GPU
     # matmuls are faster on such "nice" sizes. Logits are still returned for vocab_size tokens only.
     vocab_multiple: int = 1
+    # Fraction of activations zeroed in training (embeddings, attention weights, each residual
+    # branch), as in GPT-2's paper (0.1). 0 for pretraining on much data (nanoGPT, build-nanogpt):
+    # dropout regularises a model that sees its training text more than once.
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "vocab_multiple"):
             positive_int(f"GPTConfig.{name}", getattr(self, name))
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"dropout={self.dropout!r} must be in [0, 1): the fraction of activations zeroed")
         if self.n_embd % self.n_head != 0:
             raise UserError(
                 f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: every head needs "
@@ -73,6 +79,12 @@ class GPTConfig:
     def from_dict(cls, d: dict) -> GPTConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """``F.dropout`` where ``p > 0``; at 0 (evaluation, or a model without dropout) ``x`` itself,
+    drawing no random numbers."""
+    return F.dropout(x, p) if p > 0 else x
 
 
 class KVCache:
@@ -109,6 +121,7 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.attention = config.attention
+        self.dropout = config.dropout
         self.layer_idx = layer_idx
 
     def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
@@ -121,18 +134,19 @@ class CausalSelfAttention(nn.Module):
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # (B, nh, S, hs), S = past + T
         S = k.size(2)
+        p = self.dropout if self.training else 0.0
         # query i sits at absolute position S - T + i and may see keys 0 .. S - T + i
         mask = None if S == T else torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
         if self.attention == "sdpa":
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=mask is None)
         else:
             if mask is None:
                 mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, S)
             att = att.masked_fill(~mask, float("-inf"))
-            y = F.softmax(att, dim=-1) @ v  # (B, nh, T, hs)
+            y = dropout(F.softmax(att, dim=-1), p) @ v  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
-        return self.c_proj(y)
+        return dropout(self.c_proj(y), p)
 
 
 class MLP(nn.Module):
@@ -144,9 +158,10 @@ class MLP(nn.Module):
         self.gelu = nn.GELU(approximate="tanh")  # the approximation GPT-2 was trained with
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
         self.c_proj.RESIDUAL_SCALE_INIT = True
+        self.dropout = config.dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(self.gelu(self.c_fc(x)))
+        return dropout(self.c_proj(self.gelu(self.c_fc(x))), self.dropout if self.training else 0.0)
 
 
 class Block(nn.Module):
@@ -218,6 +233,7 @@ class GPT(nn.Module):
         start = 0 if kv_cache is None else kv_cache.pos
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C)
+        x = dropout(x, self.config.dropout if self.training else 0.0)
         for block in self.transformer.h:
             x = block(x, kv_cache)
         if kv_cache is not None:

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from .assets import atomic_write
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from .data import DataLoaderLite, shakespeare_tokens, train_val_split
-from .device import get_device, seed_everything
+from .device import get_device
 from .distributed import DistInfo, barrier, device_for, init_distributed
 from .fineweb import ShardedDataLoader
 from .generation import generate_text
@@ -41,7 +41,17 @@ from .model import GPT, GPTConfig
 from .monitor import TrainingMonitor
 from .optim import configure_optimizer, cosine_lr
 from .precision import PRECISIONS, autocast, grad_scaler, param_dtype, resolve_precision, set_tf32
-from .utils import NON_NEGATIVE, NON_NEGATIVE_NUMBER, POSITIVE, RATE, SEED, Bounds, UserError, mode
+from .utils import (
+    NON_NEGATIVE,
+    NON_NEGATIVE_NUMBER,
+    POSITIVE,
+    RATE,
+    SEED,
+    Bounds,
+    UserError,
+    mode,
+    seed_everything,
+)
 
 RUN_FILES = ("ckpt.pt", "metrics.jsonl")  # what makes a folder hold a run
 
@@ -65,6 +75,9 @@ class RunConfig:
                       resumable=False)  # fmt: skip
     pad_vocab: bool = knob(False, "pad the embedding to a multiple of 64 rows (50,304): faster GPU matmuls",
                            resumable=False)  # fmt: skip
+    dropout: float = knob(0.0, "fraction of activations zeroed in training (GPTConfig.dropout, below 1): "
+                          "regularises a run that sees its text more than once", resumable=False,
+                          bounds=NON_NEGATIVE_NUMBER)  # fmt: skip
     # data
     data: str = knob("shakespeare", "'shakespeare' (Tiny Shakespeare, 90/10 split) or a folder of token "
                      "shards (python -m lessons_lib.fineweb)", resumable=False)  # fmt: skip
@@ -215,7 +228,7 @@ class Trainer:
         set_tf32(self.precision == "tf32")
         seed_everything(cfg.seed)
         overrides = {"vocab_multiple": 64} if cfg.pad_vocab else {}
-        model = GPT(GPTConfig.from_preset(cfg.model, **overrides))
+        model = GPT(GPTConfig.from_preset(cfg.model, dropout=cfg.dropout, **overrides))
         self.model = model.to(self.device, param_dtype(self.precision))
         if cfg.seq_len > self.model.config.block_size:
             raise UserError(f"seq_len={cfg.seq_len} exceeds block_size={self.model.config.block_size}.")

@@ -1,13 +1,16 @@
 """Small helpers every module shares: the error a user can fix, number checks with their allowed
-range, and a model-mode switch."""
+range, a model-mode switch, and seeding."""
 
 from __future__ import annotations
 
 import contextlib
 import math
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
+import torch
 from torch import nn
 
 
@@ -87,3 +90,10 @@ def mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
         yield model
     finally:
         model.train(was_training)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices) so a run repeats exactly."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

@@ -1,12 +1,9 @@
-"""Device choice and seeding."""
+"""Device choice."""
 
-import random
-
-import numpy as np
 import pytest
 import torch
 
-from lessons_lib.device import DEVICE_ENV, get_device, seed_everything
+from lessons_lib.device import DEVICE_ENV, get_device
 
 
 def test_preferred_device_and_the_environment_override(monkeypatch):
@@ -34,15 +31,3 @@ def test_unavailable_device_is_refused(monkeypatch):
         get_device("cuda")
     with pytest.raises(ValueError, match="is not available"):
         get_device("xla")
-
-
-def test_seed_everything_repeats_python_numpy_and_torch():
-    def draw():
-        return random.random(), float(np.random.rand()), torch.rand(1).item()
-
-    seed_everything(3)
-    first = draw()
-    seed_everything(3)
-    assert draw() == first
-    seed_everything(4)
-    assert draw() != first

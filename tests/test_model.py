@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from lessons_lib import GPT, MLP, Block, CausalSelfAttention, GPTConfig
+from lessons_lib.utils import UserError
 
 SMALL = GPTConfig(block_size=32, vocab_size=1000, n_layer=2, n_head=4, n_embd=64)
 
@@ -148,3 +149,19 @@ def test_padded_vocabulary_leaves_real_logits_unchanged():
     assert b.shape == (2, 16, 1000)
     assert torch.equal(a, b) and torch.equal(la, lb)
     assert GPTConfig(vocab_multiple=64).padded_vocab_size == 50304
+
+
+def test_dropout_acts_in_training_only_and_at_zero_draws_no_random_numbers():
+    torch.manual_seed(0)
+    idx = torch.randint(0, 100, (2, 8))
+    cfg = dict(block_size=8, vocab_size=100, n_layer=2, n_head=2, n_embd=16)
+    plain, dropped = GPT(GPTConfig(**cfg)), GPT(GPTConfig(**cfg, dropout=0.5))
+    dropped.load_state_dict(plain.state_dict())
+    plain.train()
+    state = torch.get_rng_state()
+    out = plain(idx)[0]
+    assert torch.equal(torch.get_rng_state(), state)  # dropout=0: the lessons' random streams unchanged
+    assert not torch.allclose(dropped.train()(idx)[0], out)
+    assert torch.equal(dropped.eval()(idx)[0], plain.eval()(idx)[0])
+    with pytest.raises(UserError, match=r"dropout=1.0 must be in \[0, 1\)"):
+        GPTConfig(**cfg, dropout=1.0)

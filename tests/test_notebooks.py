@@ -1,5 +1,6 @@
 """Structure of every lesson notebook (nbval separately re-executes them and compares outputs)."""
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -86,3 +87,14 @@ def test_lessons_do_not_read_test_fixtures(path):
     """Lesson data lives in notebooks/data/; tests/data/ belongs to the tests."""
     code = [source(c) for c in cells(path) if c["cell_type"] == "code"]
     assert not [i for i, s in enumerate(code) if "tests/data" in s]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_progress_bars_are_stored_as_their_last_state(path):
+    """A stored ``\\r`` is a tqdm redraw: how many there are depends on the machine's speed."""
+    for c in cells(path):
+        outs = c.get("outputs", [])
+        assert not any("\r" in "".join(o.get("text", "")) for o in outs), source(c)[:80]
+        kinds = [(o["output_type"], o.get("name")) for o in outs]
+        split = [a for a, b in itertools.pairwise(kinds) if a == b and a[0] == "stream"]
+        assert not split, f"one stream stored in parts: {source(c)[:80]!r}"

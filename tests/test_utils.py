@@ -1,11 +1,23 @@
-"""The shared number checks (their allowed ranges) and the model-mode context manager."""
+"""The shared number checks (their allowed ranges), the model-mode context manager, seeding."""
 
 import math
+import random
 
+import numpy as np
 import pytest
 import torch
 
-from lessons_lib.utils import NON_NEGATIVE, POSITIVE, RATE, SEED, Bounds, UserError, mode, positive_int
+from lessons_lib.utils import (
+    NON_NEGATIVE,
+    POSITIVE,
+    RATE,
+    SEED,
+    Bounds,
+    UserError,
+    mode,
+    positive_int,
+    seed_everything,
+)
 
 
 def test_positive_int():
@@ -45,3 +57,15 @@ def test_mode_sets_and_restores_also_on_error(start):
         assert model.training is not start
         raise RuntimeError("inside the block")
     assert model.training is start
+
+
+def test_seed_everything_repeats_python_numpy_and_torch():
+    def draw():
+        return random.random(), float(np.random.rand()), torch.rand(1).item()
+
+    seed_everything(3)
+    first = draw()
+    seed_everything(3)
+    assert draw() == first
+    seed_everything(4)
+    assert draw() != first

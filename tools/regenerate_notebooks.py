@@ -6,6 +6,7 @@ python tools/regenerate_notebooks.py notebooks/02_*   # some
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -27,7 +28,30 @@ def main(paths: list[str]) -> None:
              "--ExecutePreprocessor.timeout=1200", "--ExecutePreprocessor.kernel_name=python3", str(nb)],
             check=True, env=env, cwd=nb.parent,
         )  # fmt: skip
+        settle_progress_bars(nb)
         print(f"{nb.name}: {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def settle_progress_bars(nb: Path) -> None:
+    """Store each progress bar as its last state, the one JupyterLab shows: tqdm redraws a line with
+    ``\r`` as often as the machine's speed lets it, and every redraw would be stored otherwise."""
+    notebook = json.loads(nb.read_text(encoding="utf-8"))
+    for cell in notebook["cells"]:
+        outputs = []
+        for out in cell.get("outputs", []):
+            prev = outputs[-1] if outputs else {}
+            if out["output_type"] == prev.get("output_type") == "stream" and prev["name"] == out["name"]:
+                prev["text"] = ["".join(prev["text"]) + "".join(out["text"])]
+            else:
+                outputs.append(out)
+        for out in outputs:
+            if out["output_type"] == "stream":
+                lines = "".join(out["text"]).split("\n")
+                text = "\n".join(([s for s in line.split("\r") if s] or [""])[-1] for line in lines)
+                out["text"] = text.splitlines(keepends=True)
+        if "outputs" in cell:
+            cell["outputs"] = outputs
+    nb.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ import torch
 from lessons_lib import GPT, CheckpointError, GPTConfig, UserError, load_checkpoint, save_checkpoint
 from lessons_lib.run import RunConfig, Trainer, TrainingDivergedError
 
+# final_eval_batches=2: the whole Tiny Shakespeare validation split (1,055 batches) would take most
+# of each test's time; test_fit_logs_metrics_and_checkpoints checks the default (0: the whole split).
 TINY = {"model": "cpu-tiny", "batch_size": 2, "seq_len": 16, "max_steps": 6, "warmup_steps": 2,
-        "eval_interval": 3, "eval_batches": 1, "precision": "fp32"}  # fmt: skip
+        "eval_interval": 3, "eval_batches": 1, "final_eval_batches": 2, "precision": "fp32"}  # fmt: skip
 
 
 def tiny_run(tmp_path, **overrides) -> RunConfig:
@@ -55,8 +57,18 @@ def test_trainer_accumulates_to_the_token_budget(tmp_path):
         Trainer(tiny_run(tmp_path, total_batch_tokens=100))
 
 
+def small_shards(tmp_path):
+    """A folder of token shards, small enough that its whole validation split is a few batches."""
+    from lessons_lib.fineweb import prepare_shards
+
+    docs = [f"Document {i}: " + "the quick brown fox jumps over the lazy dog. " * 20 for i in range(40)]
+    prepare_shards(docs, tmp_path / "shards", shard_size=2000, workers=1, progress=False)
+    return str(tmp_path / "shards")
+
+
 def test_fit_logs_metrics_and_checkpoints(tmp_path):
-    trainer = Trainer(tiny_run(tmp_path, checkpoint_interval=2))
+    cfg = tiny_run(tmp_path, checkpoint_interval=2, data=small_shards(tmp_path), final_eval_batches=0)
+    trainer = Trainer(cfg)
     history = trainer.fit(progress=False)
     assert history["val_step"] == [0, 3, 5] and len(history["train_loss"]) == 6
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -378,14 +390,11 @@ def test_a_second_ctrl_c_stops_at_once_and_says_what_was_kept(tmp_path, monkeypa
 def test_hellaswag_every_n_steps_and_shard_data(tmp_path):
     from pathlib import Path
 
-    from lessons_lib.fineweb import prepare_shards
-
-    docs = [f"Document {i}: " + "the quick brown fox jumps over the lazy dog. " * 20 for i in range(40)]
-    prepare_shards(docs, tmp_path / "shards", shard_size=2000, workers=1, progress=False)
+    shards = small_shards(tmp_path)
     mini = Path(__file__).parent / "data" / "hellaswag_mini.jsonl"
     with pytest.raises(FileNotFoundError, match="No HellaSwag file at"):  # at once, not at step 0
         Trainer(tiny_run(tmp_path, hellaswag_interval=3, hellaswag_data=str(tmp_path / "missing.jsonl")))
-    trainer = Trainer(tiny_run(tmp_path, data=str(tmp_path / "shards"), hellaswag_interval=3,
+    trainer = Trainer(tiny_run(tmp_path, data=shards, hellaswag_interval=3,
                                hellaswag_data=str(mini)))  # fmt: skip
     trainer.fit(progress=False)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -408,13 +417,10 @@ def test_fp64_run_keeps_float64_everywhere(tmp_path):
     the monitor and HellaSwag all stay float64 (the CI-size lessons train this way)."""
     from pathlib import Path
 
-    from lessons_lib.fineweb import prepare_shards
-
     assert torch.get_default_dtype() == torch.float32
-    docs = [f"Document {i}: " + "the quick brown fox jumps over the lazy dog. " * 20 for i in range(40)]
-    prepare_shards(docs, tmp_path / "shards", shard_size=2000, workers=1, progress=False)
+    shards = small_shards(tmp_path)
     mini = Path(__file__).parent / "data" / "hellaswag_mini.jsonl"
-    cfg = tiny_run(tmp_path, data=str(tmp_path / "shards"), precision="fp64", max_steps=3,
+    cfg = tiny_run(tmp_path, data=shards, precision="fp64", max_steps=3,
                    hellaswag_interval=2, hellaswag_data=str(mini), monitor_interval=1)  # fmt: skip
     trainer = Trainer(cfg)
     history = trainer.fit(progress=False)

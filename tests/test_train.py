@@ -17,7 +17,7 @@ from lessons_lib.run import RunConfig, Trainer
 
 TINY_RUN = ["--model", "cpu-tiny", "--batch-size", "2", "--seq-len", "32", "--max-steps", "6",
             "--warmup-steps", "2", "--eval-interval", "3", "--eval-batches", "1",
-            "--no-progress"]  # fmt: skip
+            "--final-eval-batches", "2", "--no-progress"]  # fmt: skip
 
 
 def test_train_writes_a_run_that_samples(tmp_path, capsys):

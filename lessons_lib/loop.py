@@ -138,15 +138,18 @@ def train_step(
 @torch.no_grad()
 def estimate_loss(model: nn.Module, loader, batches: int) -> float:
     """Mean loss over the first ``batches`` batches of ``loader``, in eval mode: the same text
-    every call, so successive estimates are comparable."""
+    every call, so successive estimates are comparable. Only the loss is needed, so on
+    ``FUSED_LOSS_DEVICES`` the logits are never made (the fused loss: 2.6x faster on the CPU at
+    cpu-tiny B4 T64, equal to float rounding)."""
     positive_int("batches", batches)
     loader.reset()
     device = next(model.parameters()).device
+    want_logits = device.type not in FUSED_LOSS_DEVICES
     total = 0.0
     with mode(model, training=False):
         for _ in range(batches):
             x, y = loader.next_batch()
-            total += model(x.to(device), y.to(device))[1].item()
+            total += model(x.to(device), y.to(device), return_logits=want_logits)[1].item()
     return total / batches
 
 

@@ -177,10 +177,29 @@ def test_estimate_loss_is_the_mean_over_the_first_batches_in_eval_mode():
     model.register_forward_hook(lambda m, i, o: seen.append(m.training))
     loss = estimate_loss(model, val, 3)
     ref = loader(seed=1)
-    with torch.no_grad():
+    with torch.no_grad():  # the plain path (the estimate takes the fused loss on the CPU)
         expected = sum(model(*ref.next_batch())[1].item() for _ in range(3)) / 3
-    assert loss == pytest.approx(expected, rel=1e-12)
+    assert loss == pytest.approx(expected, rel=1e-6)
     assert seen[:3] == [False] * 3 and model.training  # evaluated in eval mode, then restored
+
+
+def test_estimate_loss_asks_for_logits_only_where_training_does(monkeypatch):
+    import lessons_lib.loop as loop
+
+    calls = []
+    original = GPT.forward
+
+    def spy(self, *args, **kwargs):
+        calls.append(kwargs.get("return_logits", True))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(GPT, "forward", spy)
+    model = tiny_gpt()
+    fused = estimate_loss(model, loader(seed=1), 2)
+    monkeypatch.setattr(loop, "FUSED_LOSS_DEVICES", frozenset())  # as on a device not in the set
+    plain = estimate_loss(model, loader(seed=1), 2)
+    assert calls == [False, False, True, True]
+    assert fused == pytest.approx(plain, rel=1e-6)  # two paths, equal to float rounding
 
 
 def test_train_loop_is_train_step_plus_validation():

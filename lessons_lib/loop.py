@@ -61,7 +61,7 @@ def train_step(
     """One optimizer step of ``model`` (called as ``model(x, y, return_logits=...) -> (logits,
     loss)``) on ``accum_steps`` micro-batches from ``batches``.
 
-    - The logits are asked for only when ``monitor`` needs them or ``device.type`` is not in
+    - The logits are asked for only on a step ``monitor`` records, or where ``device.type`` is not in
       ``FUSED_LOSS_DEVICES``; otherwise the model computes the loss without them (``GPT``: the
       fused, chunked output layer + loss, equal to the plain path to float rounding).
     - ``lr``: set on every parameter group first (a schedule's value); ``None`` keeps the rate.
@@ -83,13 +83,12 @@ def train_step(
     positive_int("accum_steps", accum_steps)
     ddp = isinstance(model, nn.parallel.DistributedDataParallel)
     device = next(model.parameters()).device
-    want_logits = monitor is not None or device.type not in FUSED_LOSS_DEVICES
+    records = monitor is not None and monitor.start_step(step)  # a step the monitor records
+    want_logits = records or device.type not in FUSED_LOSS_DEVICES
     if lr is not None:
         for group in optimizer.param_groups:
             group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
-    if monitor is not None:
-        monitor.start_step(step)
     loss_sum = None
     for micro in range(accum_steps):
         x, y = batches.next_batch()
@@ -98,7 +97,7 @@ def train_step(
             model.require_backward_grad_sync = micro == accum_steps - 1
         with autocast(precision, device):
             logits, loss = model(x, y, return_logits=want_logits)
-        if monitor is not None:
+        if records:
             monitor.observe(step, logits)
         # each micro-batch's mean loss / n: the sum of their gradients is the big batch's
         loss = loss / accum_steps

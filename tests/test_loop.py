@@ -44,7 +44,7 @@ def test_step_is_zero_grad_forward_backward_update():
 
 def test_the_fused_loss_is_used_where_it_is_faster_and_agrees_with_the_plain_one(monkeypatch):
     """On the CPU the step asks for no logits (the fused output layer + loss); on other devices it
-    asks for them (as it does for a monitor: test_monitor_records_the_step_it_is_given). Both paths
+    asks for them (as it does on a step a monitor records: the test below). Both paths
     train the same model to float32 rounding."""
     import lessons_lib.loop as loop
 
@@ -161,6 +161,24 @@ def test_monitor_records_the_step_it_is_given():
     for step in range(5):
         train_step(model, opt, data, step, monitor=monitor)
     assert monitor.logits["step"] == [0, 2, 4] and monitor.grads["step"] == [0, 2, 4]
+
+
+def test_logits_are_made_only_on_the_steps_the_monitor_records(monkeypatch):
+    calls = []
+    original = GPT.forward
+
+    def spy(self, *args, **kwargs):
+        calls.append(kwargs.get("return_logits", True))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(GPT, "forward", spy)
+    model = tiny_gpt()
+    monitor = TrainingMonitor(model, every=3)
+    opt, data = torch.optim.SGD(model.parameters(), lr=0.1), loader()
+    for step in range(7):
+        train_step(model, opt, data, step, monitor=monitor)
+    assert calls == [True, False, False, True, False, False, True]  # the fused loss in between
+    assert monitor.logits["step"] == [0, 3, 6]
 
 
 def test_bad_accum_steps():

@@ -8,7 +8,7 @@ from lessons_lib import load_checkpoint
 
 RUN = ["--model", "cpu-tiny", "--batch-size", "2", "--seq-len", "16", "--max-steps", "3",
        "--warmup-steps", "1", "--max-lr", "1e-4", "--min-lr", "1e-5", "--eval-interval", "0",
-       "--eval-batches", "1", "--precision", "fp32",
+       "--eval-batches", "1", "--final-eval-batches", "4", "--precision", "fp32",
        "--total-batch-tokens", "64", "--no-progress"]  # fmt: skip
 
 

@@ -83,12 +83,12 @@ def train_step(
     positive_int("accum_steps", accum_steps)
     ddp = isinstance(model, nn.parallel.DistributedDataParallel)
     device = next(model.parameters()).device
-    records = monitor is not None and monitor.start_step(step)  # a step the monitor records
-    want_logits = records or device.type not in FUSED_LOSS_DEVICES
     if lr is not None:
         for group in optimizer.param_groups:
             group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
+    records = monitor is not None and monitor.start_step(step)  # a step the monitor records
+    want_logits = records or device.type not in FUSED_LOSS_DEVICES
     loss_sum = None
     for micro in range(accum_steps):
         x, y = batches.next_batch()

@@ -25,6 +25,20 @@ def params(model):
     return [p.detach().clone() for p in model.parameters()]
 
 
+@pytest.fixture
+def forward_calls(monkeypatch) -> list[bool]:
+    """``return_logits`` of every ``GPT.forward`` call, in order."""
+    calls = []
+    original = GPT.forward
+
+    def spy(self, *args, **kwargs):
+        calls.append(kwargs.get("return_logits", True))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(GPT, "forward", spy)
+    return calls
+
+
 def test_step_is_zero_grad_forward_backward_update():
     """With every feature off, the step is exactly the four lines of lesson 05 (on the CPU, with the
     loss taken without the logits)."""
@@ -42,28 +56,20 @@ def test_step_is_zero_grad_forward_backward_update():
     assert all(torch.equal(a, b) for a, b in zip(params(ours), params(ref), strict=True))
 
 
-def test_the_fused_loss_is_used_where_it_is_faster_and_agrees_with_the_plain_one(monkeypatch):
+def test_the_fused_loss_is_used_where_it_is_faster_and_agrees_with_the_plain_one(monkeypatch, forward_calls):
     """On the CPU the step asks for no logits (the fused output layer + loss); on other devices it
     asks for them (as it does on a step a monitor records: the test below). Both paths
     train the same model to float32 rounding."""
     import lessons_lib.loop as loop
 
-    calls = []
-    original = GPT.forward
-
-    def spy(self, *args, **kwargs):
-        calls.append(kwargs.get("return_logits", True))
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(GPT, "forward", spy)
     fused, plain = tiny_gpt(), tiny_gpt()
     opt_f, opt_p = (torch.optim.SGD(m.parameters(), lr=0.5) for m in (fused, plain))  # Adam would
     data_f, data_p = loader(), loader()  # blow a gradient's 1e-9 up to lr where the gradient is ~0
     fused_losses = [train_step(fused, opt_f, data_f).loss for _ in range(3)]
-    assert calls == [False] * 3
+    assert forward_calls == [False] * 3
     monkeypatch.setattr(loop, "FUSED_LOSS_DEVICES", frozenset())  # as on a device not in the set
     plain_losses = [train_step(plain, opt_p, data_p).loss for _ in range(3)]
-    assert calls[3:] == [True] * 3
+    assert forward_calls[3:] == [True] * 3
     assert fused_losses == pytest.approx(plain_losses, rel=1e-6)
     for a, b in zip(params(fused), params(plain), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
@@ -163,21 +169,13 @@ def test_monitor_records_the_step_it_is_given():
     assert monitor.logits["step"] == [0, 2, 4] and monitor.grads["step"] == [0, 2, 4]
 
 
-def test_logits_are_made_only_on_the_steps_the_monitor_records(monkeypatch):
-    calls = []
-    original = GPT.forward
-
-    def spy(self, *args, **kwargs):
-        calls.append(kwargs.get("return_logits", True))
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(GPT, "forward", spy)
+def test_logits_are_made_only_on_the_steps_the_monitor_records(forward_calls):
     model = tiny_gpt()
     monitor = TrainingMonitor(model, every=3)
     opt, data = torch.optim.SGD(model.parameters(), lr=0.1), loader()
     for step in range(7):
         train_step(model, opt, data, step, monitor=monitor)
-    assert calls == [True, False, False, True, False, False, True]  # the fused loss in between
+    assert forward_calls == [True, False, False, True, False, False, True]  # the fused loss in between
     assert monitor.logits["step"] == [0, 3, 6]
 
 
@@ -201,22 +199,14 @@ def test_estimate_loss_is_the_mean_over_the_first_batches_in_eval_mode():
     assert seen[:3] == [False] * 3 and model.training  # evaluated in eval mode, then restored
 
 
-def test_estimate_loss_asks_for_logits_only_where_training_does(monkeypatch):
+def test_estimate_loss_asks_for_logits_only_where_training_does(monkeypatch, forward_calls):
     import lessons_lib.loop as loop
 
-    calls = []
-    original = GPT.forward
-
-    def spy(self, *args, **kwargs):
-        calls.append(kwargs.get("return_logits", True))
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(GPT, "forward", spy)
     model = tiny_gpt()
     fused = estimate_loss(model, loader(seed=1), 2)
     monkeypatch.setattr(loop, "FUSED_LOSS_DEVICES", frozenset())  # as on a device not in the set
     plain = estimate_loss(model, loader(seed=1), 2)
-    assert calls == [False, False, True, True]
+    assert forward_calls == [False, False, True, True]
     assert fused == pytest.approx(plain, rel=1e-6)  # two paths, equal to float rounding
 
 

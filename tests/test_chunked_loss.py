@@ -60,6 +60,12 @@ def test_ignored_targets_count_neither_in_the_loss_nor_in_the_mean():
     assert abs(full.item() - kept.item()) > 1e-3  # the rows did matter before they were masked
 
 
+def test_an_all_ignored_batch_gives_nan_as_the_plain_path_does(device):
+    h, w, targets = inputs(device=device)
+    targets.fill_(-100)
+    assert plain(h, w, targets).isnan() and linear_cross_entropy(h, w, targets, chunk_size=96).isnan()
+
+
 def test_bf16_autocast_is_as_close_to_float64_as_the_plain_path(device):
     """Under bf16 autocast both paths round the matmuls' inputs and outputs to bf16 (8 bits of
     mantissa); the chunked one accumulates in float32. Stated tolerance: its error against the
@@ -80,13 +86,16 @@ def test_bf16_autocast_is_as_close_to_float64_as_the_plain_path(device):
 @pytest.mark.parametrize("how, matmuls", [("training", 3), ("no_grad", 1), ("frozen inputs", 1)])
 def test_without_gradients_only_the_loss_is_computed(how, matmuls, device):
     """Evaluation needs the loss only: pass 2 (the recompute and both gradient matmuls) is skipped,
-    so the FLOPs are those of one (N, C) x (C, V) product instead of three."""
+    so the FLOPs are those of one (rows, C) x (C, V) product instead of three. On the CPU the rows
+    are the counted ones only (the ignored ones are dropped first); elsewhere all N."""
     h, w, targets = inputs(device=device)
     if how == "frozen inputs":
         h, w = h.detach(), w.detach()
     with FlopCounterMode(display=False) as flops, torch.no_grad() if how == "no_grad" else nullcontext():
         loss = linear_cross_entropy(h, w, targets, chunk_size=96)
-    assert flops.get_total_flops() == matmuls * 2 * N * C * V
+    rows = (targets != -100).sum().item() if device.type == "cpu" else N
+    assert rows < N
+    assert flops.get_total_flops() == matmuls * 2 * rows * C * V
     assert loss.requires_grad == (how == "training")
     assert (loss - plain(h, w, targets)).abs().item() < 1e-6
 

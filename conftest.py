@@ -13,3 +13,16 @@ NOTEBOOK_ENV = {
     "PYTHONHASHSEED": "0",
 }
 os.environ.update(NOTEBOOK_ENV)
+
+# The notebooks that take longest, slowest first. Where pytest-xdist runs notebooks side by side
+# (CI's second pass: `-n 2 --dist loadfile --no-loadscope-reorder`), they start first, so the
+# workers finish together.
+SLOWEST_NOTEBOOKS = ["11_fine_tuning", "05_training_loop", "09_visualising_training", "08_optimisation",
+                     "06_generating_text", "10_scaling_up"]  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # one at a time: the lessons' own order
+        return
+    first = {name: i for i, name in enumerate(SLOWEST_NOTEBOOKS)}
+    items.sort(key=lambda item: first.get(item.path.stem, len(first)))  # stable: cells stay in order

@@ -6,6 +6,8 @@ imports them from here), so a comparison fails when the code changes, not the ma
 
 import os
 
+import pytest
+
 NOTEBOOK_ENV = {
     "LESSONS_OFFLINE": "1",  # PyPI-carried assets only: the same data with or without internet
     "LESSONS_SIZE": "ci",  # stored outputs are the CI size
@@ -21,7 +23,7 @@ SLOWEST_NOTEBOOKS = ["11_fine_tuning", "05_training_loop", "09_visualising_train
                      "06_generating_text", "10_scaling_up"]  # fmt: skip
 
 
-def pytest_collection_modifyitems(config, items):
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if "PYTEST_XDIST_WORKER" not in os.environ:  # one at a time: the lessons' own order
         return
     first = {name: i for i, name in enumerate(SLOWEST_NOTEBOOKS)}

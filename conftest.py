@@ -15,10 +15,14 @@ NOTEBOOK_ENV = {
     "PYTHONHASHSEED": "0",
 }
 os.environ.update(NOTEBOOK_ENV)
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # `pytest -n auto` (the README's command): one process per core, so one thread per kernel,
+    # inherited by the notebook kernels; a thread count set by the caller stands.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-# The notebooks that take longest, slowest first. Where pytest-xdist runs notebooks side by side
-# (CI's second pass: `-n 2 --dist loadfile --no-loadscope-reorder`), they start first, so the
-# workers finish together.
+# The notebooks that take longest, slowest first. Where pytest-xdist runs test files side by side
+# (`-n auto`; `--dist loadfile --no-loadscope-reorder` in pyproject.toml keeps each file, so each
+# notebook's kernel, in one worker), they start first, so the workers finish together.
 SLOWEST_NOTEBOOKS = ["11_fine_tuning", "05_training_loop", "09_visualising_training", "08_optimisation",
                      "06_generating_text", "10_scaling_up"]  # fmt: skip
 

@@ -33,6 +33,17 @@ def test_environment_yml_agrees_with_pyproject():
     assert python.replace("python", "") == project["requires-python"]
 
 
+def test_ci_runs_the_readme_commands():
+    """CI (.ci/run) runs the README's setup and test commands as written, so the README's test
+    command cannot drift from what CI checks."""
+    blocks = re.findall(r"```bash\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)
+    setup_and_test = blocks[1]  # the README's second command: set up, then the whole test suite
+    assert setup_and_test.startswith("bash tools/bootstrap.sh && ")
+    ci = (ROOT / ".ci" / "run").read_text()
+    for command in setup_and_test.split(" && "):
+        assert re.search(rf"^{re.escape(command)}( 2>&1|$)", ci, re.M), command  # not a longer command
+
+
 def _library_imports() -> dict[str, set[str]]:
     """Each lessons_lib module and the lessons_lib modules it imports (anywhere in its code)."""
     import ast

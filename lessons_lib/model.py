@@ -27,6 +27,7 @@ PRESETS: dict[str, dict[str, int]] = {
     "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
     "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
     "cpu-tiny": dict(n_layer=2, n_head=2, n_embd=64, block_size=64),
+    "cpu-narrow": dict(n_layer=4, n_head=2, n_embd=64, block_size=128),  # the main job's model
     "cpu-small": dict(n_layer=4, n_head=4, n_embd=128, block_size=128),
     "cpu-medium": dict(n_layer=6, n_head=6, n_embd=384, block_size=256),
 }
@@ -63,7 +64,7 @@ class GPTConfig:
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> GPTConfig:
-        """A named size (``gpt2`` ... ``gpt2-xl``, ``cpu-tiny``/``cpu-small``/``cpu-medium``)."""
+        """A named size (``PRESETS``): ``gpt2`` ... ``gpt2-xl``, or one of the ``cpu-*`` sizes."""
         if name not in PRESETS:
             raise UserError(f"Unknown preset {name!r}. Known presets: {', '.join(PRESETS)}.")
         return cls(**{**PRESETS[name], **overrides})

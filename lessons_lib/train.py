@@ -36,8 +36,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
         "train",
         "Train a GPT (a recipe, then flags), write its checkpoint, metrics and plots, then sample.",
         "Every run setting is a field of lessons_lib.run.RunConfig, documented there. The "
-        "defaults shown are RunConfig's, which are the shakespeare-cpu recipe; another --recipe "
-        "brings its own.",
+        "defaults shown are the shakespeare-cpu recipe's; another --recipe brings its own.",
     )
     p.add_argument(
         "--recipe",
@@ -49,19 +48,21 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     p.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar"
     )
+    default_recipe = RECIPES["shakespeare-cpu"]
     for f in fields(RunConfig):
         flag, text = "--" + f.name.replace("_", "-"), f.metadata["help"]
+        default = getattr(default_recipe, f.name)
         if f.type in ("bool", bool):
             p.add_argument(
                 flag,
                 action=argparse.BooleanOptionalAction,
                 default=None,
-                help=f"{text} (default: {f.default})",
+                help=f"{text} (default: {default})",
             )
         else:
             bounds = f.metadata["bounds"]
             typ = number(bounds) if bounds else {"int": int, "float": float, "str": str}[f.type]
-            p.add_argument(flag, type=typ, default=None, help=f"{text} (default: {f.default})")
+            p.add_argument(flag, type=typ, default=None, help=f"{text} (default: {default})")
     args = p.parse_args(argv)
     overrides = {
         f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name) is not None

@@ -22,8 +22,12 @@ from pathlib import Path
 
 VOCAB_SIZE = 50257
 # name: (tokens N = B x T, width C)
-CASES = {"1024x128": (8 * 128, 128), "16384x768": (16 * 1024, 768)}
-LABELS = {"1024x128": "cpu-small, B8 x T128 (the main job)", "16384x768": "GPT-2 124M, B16 x T1024"}
+CASES = {"1024x64": (8 * 128, 64), "1024x128": (8 * 128, 128), "16384x768": (16 * 1024, 768)}
+LABELS = {
+    "1024x64": "cpu-narrow, B8 x T128 (the main job)",
+    "1024x128": "cpu-small, B8 x T128",
+    "16384x768": "GPT-2 124M, B16 x T1024",
+}
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "loss_memory.md"
 
 

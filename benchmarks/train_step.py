@@ -54,10 +54,20 @@ from lessons_lib.precision import autocast, cpu_has_native_bf16, resolve_precisi
 
 # (B, T) per preset and device type: the CPU sizes match the course's; CUDA fills a GPU better.
 BATCH_SHAPES: dict[str, dict[str, tuple[int, int]]] = {
-    "cpu": {"cpu-tiny": (4, 64), "cpu-narrow": (8, 128), "cpu-small": (8, 128), "cpu-medium": (4, 256),
-            "gpt2": (1, 1024)},
-    "cuda": {"cpu-tiny": (64, 64), "cpu-narrow": (64, 128), "cpu-small": (64, 128), "cpu-medium": (32, 256),
-             "gpt2": (16, 1024)},
+    "cpu": {
+        "cpu-tiny": (4, 64),
+        "cpu-narrow": (8, 128),
+        "cpu-small": (8, 128),
+        "cpu-medium": (4, 256),
+        "gpt2": (1, 1024),
+    },
+    "cuda": {
+        "cpu-tiny": (64, 64),
+        "cpu-narrow": (64, 128),
+        "cpu-small": (64, 128),
+        "cpu-medium": (32, 256),
+        "gpt2": (16, 1024),
+    },
 }
 VOCAB_SIZE = 50257
 LR, WEIGHT_DECAY, BETAS = 6e-4, 0.1, (0.9, 0.95)

@@ -2,8 +2,8 @@
 
 GPT-2's last step turns each hidden state (C numbers) into V = 50,257 logits with the tied token
 embedding, then takes the cross-entropy. Done plainly, that materialises the (N, V) logits, a
-float32 copy, the log-softmax and its gradient: at the main job's size (N = 8 x 128 tokens,
-C = 128) that is several 200 MB tensors and more than half of a training step's time, spent
+float32 copy, the log-softmax and its gradient: at the main job's batch (N = 8 x 128 tokens)
+that is several 200 MB tensors and more than half of a training step's time, spent
 moving memory rather than multiplying; at 124M, B16 x T1024, it is gigabytes.
 
 ``linear_cross_entropy`` walks the vocabulary in chunks of ``chunk_size`` entries instead, twice.

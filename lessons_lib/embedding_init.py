@@ -61,7 +61,9 @@ def cooccurrence_embedding(
     index[ids] = torch.arange(K)
     a, b = index[tokens[:-1]], index[tokens[1:]]
     kept = (a >= 0) & (b >= 0)
-    pairs = torch.bincount(a[kept] * K + b[kept], minlength=K * K).view(K, K).float()
+    # float64 throughout: the SVD's result then does not depend on the thread count (float32's
+    # rounding differences turn into different singular vectors, and DDP's ranks must agree)
+    pairs = torch.bincount(a[kept] * K + b[kept], minlength=K * K).view(K, K).double()
     pairs += pairs.T.clone()  # both orders: the tied matrix is the input and the output layer
     total = pairs.sum()
     p_a = pairs.sum(1, keepdim=True) / total
@@ -74,10 +76,13 @@ def cooccurrence_embedding(
         torch.manual_seed(seed)
         U, S, _ = torch.svd_lowrank(ppmi, q=q, niter=8)
     k = min(dim, K)
-    vectors = torch.zeros(K, dim)
-    vectors[:, :k] = U[:, :k] * S[:k].sqrt()
+    U = U[:, :k] * S[:k].sqrt()
+    # a singular vector's sign is arbitrary: make each one's largest entry positive
+    U *= U.gather(0, U.abs().argmax(0, keepdim=True)).sign()
+    vectors = torch.zeros(K, dim, dtype=torch.float64)
+    vectors[:, :k] = U
     vectors *= std / vectors.std()
-    return ids, vectors
+    return ids, vectors.float()
 
 
 @torch.no_grad()

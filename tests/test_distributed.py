@@ -9,7 +9,10 @@ from lessons_lib import load_checkpoint
 RUN = ["--model", "cpu-tiny", "--batch-size", "2", "--seq-len", "16", "--max-steps", "3",
        "--warmup-steps", "1", "--max-lr", "1e-4", "--min-lr", "1e-5", "--eval-interval", "0",
        "--eval-batches", "1", "--final-eval-batches", "4", "--precision", "fp32",
-       "--total-batch-tokens", "64", "--no-progress"]  # fmt: skip
+       "--total-batch-tokens", "64", "--no-progress",
+       # GPT-2's init: its loss is about 10.8 on every batch, so 3 small steps show a fall (the
+       # co-occurrence init of the default recipe varies more from batch to batch than that)
+       "--embedding-init", "normal"]  # fmt: skip
 
 
 def test_two_gloo_processes_match_one_process(tmp_path):

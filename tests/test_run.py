@@ -430,3 +430,36 @@ def test_fp64_run_keeps_float64_everywhere(tmp_path):
     assert len(history["train_loss"]) == 3 and all(math.isfinite(v) for v in history["train_loss"])
     assert trainer.monitor.logits["step"] == [0, 1, 2]
     assert trainer.hellaswag().n == 8
+
+
+def test_embedding_init_normal_is_gpt2s_and_cooccurrence_sets_the_frequent_rows(tmp_path):
+    from lessons_lib.data import shakespeare_tokens, train_val_split
+    from lessons_lib.embedding_init import cooccurrence_embedding
+    from lessons_lib.utils import seed_everything
+
+    normal = Trainer(tiny_run(tmp_path)).model
+    seed_everything(RunConfig().seed)
+    assert max_diff(params(normal), params(GPT(GPTConfig.from_preset("cpu-tiny")))) == 0
+    counted = Trainer(tiny_run(tmp_path, embedding_init="cooccurrence", beta2=0.99))
+    ids, vectors = cooccurrence_embedding(
+        train_val_split(shakespeare_tokens())[0], 50257, 64, seed=RunConfig().seed
+    )
+    weight = counted.model.transformer.wte.weight.detach()
+    assert torch.equal(weight[ids], vectors)
+    others = torch.ones(50257, dtype=torch.bool)
+    others[ids] = False
+    assert torch.equal(weight[others], normal.transformer.wte.weight.detach()[others])
+    assert counted.optimizer.param_groups[0]["betas"] == (0.9, 0.99)
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"beta2": 1.0}, "beta2 must be below 1"),
+        ({"beta2": -0.5}, "beta2 must be a number >= 0, got -0.5."),
+        ({"embedding_init": "pmi"}, "embedding_init must be one of normal, cooccurrence, got 'pmi'."),
+    ],
+)
+def test_run_config_refuses_an_unknown_init_or_beta2(setting, message):
+    with pytest.raises(UserError, match=message):
+        RunConfig(**setting)

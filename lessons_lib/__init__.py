@@ -10,6 +10,7 @@ from .assets import AssetUnavailableError, cache_dir
 from .checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from .data import DataLoaderLite, load_shakespeare, shakespeare_tokens, train_val_split
 from .device import get_device
+from .embedding_init import cooccurrence_embedding, init_embedding_from_cooccurrence
 from .generation import generate, generate_text, sample_next_token
 from .hf import export_hf_gpt2, load_hf_gpt2
 from .loop import TrainingDivergedError, estimate_loss, train_loop, train_step
@@ -44,8 +45,10 @@ __all__ = [
     "EOT_TOKEN", "GPT", "MLP", "PRESETS", "RECIPES", "AssetUnavailableError", "Block",
     "CausalSelfAttention", "CheckpointError", "DataLoaderLite", "GPTConfig", "KVCache", "RunConfig",
     "ShardedDataLoader", "Trainer", "TrainingDivergedError", "TrainingMonitor", "UserError",
-    "cache_dir", "configure_optimizer", "cosine_lr", "estimate_loss", "evaluate_hellaswag",
-    "export_hf_gpt2", "generate", "generate_text", "get_device", "get_encoding", "load_checkpoint",
+    "cache_dir", "configure_optimizer", "cooccurrence_embedding", "cosine_lr", "estimate_loss",
+    "evaluate_hellaswag",
+    "export_hf_gpt2", "generate", "generate_text", "get_device", "get_encoding",
+    "init_embedding_from_cooccurrence", "load_checkpoint",
     "load_hellaswag", "load_hf_gpt2", "load_model", "load_shakespeare", "mode", "positive_int",
     "prepare_shards", "resolve_precision", "sample_next_token", "save_checkpoint", "seed_everything",
     "shakespeare_tokens", "train_loop", "train_step", "train_val_split",

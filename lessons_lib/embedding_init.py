@@ -2,9 +2,9 @@
 
 GPT-2 starts every token vector as noise (normal, std 0.02) and learns them all by gradient
 descent. With a long run that costs nothing. On a few minutes of a CPU it costs most of the run:
-the tied (V, C) embedding is 90% of a small model's parameters, each row is only learned from the
-steps where its token occurs, and two passes over 300k tokens show a token seen 20 times just 40
-times.
+the tied (V, C) embedding is 90% of a small model's parameters, a row learns what its token means
+only from the steps where that token occurs (elsewhere the softmax just pushes it down), and two
+passes over 300k tokens show a token seen 20 times just 40 times.
 
 Counting is cheaper than learning. Tokens that appear next to the same neighbours play the same
 part ("thee"/"you", "lord"/"master"), and the positive pointwise mutual information of adjacent

@@ -1,6 +1,6 @@
 """Command line, the main job: train a GPT, then sample from it.
 
-    python -m lessons_lib.train                          # small GPT on Tiny Shakespeare, CPU, 2-3.5 min
+    python -m lessons_lib.train                          # small GPT on Tiny Shakespeare, CPU, 2.5-4 min
     python -m lessons_lib.train --max-steps 50           # a quick smoke run
     python -m lessons_lib.train --recipe gpt2-124m       # the GPT-2 124M recipe (GPUs)
     python -m lessons_lib.train --resume runs/shakespeare/ckpt.pt

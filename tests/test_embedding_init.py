@@ -69,3 +69,10 @@ def test_init_sets_the_frequent_rows_of_the_tied_matrix_and_leaves_the_others():
     others = torch.ones(64, dtype=torch.bool)
     others[ids] = False
     assert torch.equal(model.lm_head.weight[others], before[others])
+
+
+def test_each_direction_has_a_canonical_sign():
+    # an SVD's singular vectors come with arbitrary signs; the thread count can flip them
+    _, vec = cooccurrence_embedding(corpus(), vocab_size=64, dim=4)
+    largest = vec.gather(0, vec.abs().argmax(0, keepdim=True))
+    assert (largest > 0).all()

@@ -7,8 +7,8 @@ only from the steps where that token occurs (elsewhere the softmax just pushes i
 passes over 300k tokens show a token seen 20 times just 40 times.
 
 Counting is cheaper than learning. Tokens that appear next to the same neighbours play the same
-part ("thee"/"you", "lord"/"master"), and the positive pointwise mutual information of adjacent
-pairs,
+part (" thee" and " him", " three" and " two": lesson 04 prints such neighbours), and the positive
+pointwise mutual information of adjacent pairs,
 
     PPMI(a, b) = max(0, log p(a, b) / (p(a) p(b))),
 

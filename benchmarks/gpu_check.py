@@ -49,6 +49,7 @@ from benchmarks.train_step import flops_per_token  # noqa: E402
 from lessons_lib.assets import atomic_write  # noqa: E402
 from lessons_lib.cli import positive  # noqa: E402
 from lessons_lib.data import DataLoaderLite  # noqa: E402
+from lessons_lib.device import synchronize  # noqa: E402
 from lessons_lib.generation import generate  # noqa: E402
 from lessons_lib.loop import train_step  # noqa: E402
 from lessons_lib.model import GPT, GPTConfig, KVCache  # noqa: E402
@@ -93,11 +94,6 @@ def mfu_text(model_flops_per_s: float, device_name: str) -> str:
     return f"{100 * model_flops_per_s / flops:.1f}% of {flops / 1e12:.0f} TFLOP/s ({name})"
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @dataclass
 class StepTiming:
     tokens_per_s: float
@@ -128,14 +124,14 @@ def time_training_step(
         start = time.perf_counter()
         for step in range(warmup):
             train_step(model, optimizer, data, step, precision=precision)
-        _sync(device)
+        synchronize(device)
         warmup_s = time.perf_counter() - start
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         start = time.perf_counter()
         for step in range(warmup, warmup + steps):
             train_step(model, optimizer, data, step, precision=precision)
-        _sync(device)
+        synchronize(device)
         seconds = (time.perf_counter() - start) / steps
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     return StepTiming(B * T / seconds, 1000 * seconds, warmup_s, peak)
@@ -189,10 +185,10 @@ def compare_kv_cache(model: GPT, prompts: torch.Tensor, new_tokens: int) -> Cach
     device = prompts.device
     outputs, seconds = {}, {}
     for use_kv_cache in (False, True):
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         outputs[use_kv_cache] = generate(model, prompts, new_tokens, temperature=0, use_kv_cache=use_kv_cache)
-        _sync(device)
+        synchronize(device)
         seconds[use_kv_cache] = time.perf_counter() - start
     out = outputs[True][:, : model.config.block_size]
     with mode(model, training=False):

@@ -21,18 +21,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lessons_lib as L  # noqa: E402
 from lessons_lib.cli import positive  # noqa: E402
+from lessons_lib.device import synchronize  # noqa: E402
 
 
 def time_generate(
     model, idx, new_tokens: int, use_kv_cache: bool, seed: int, device
 ) -> tuple[float, torch.Tensor]:
-    g = torch.Generator(device=device).manual_seed(seed)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    g = torch.Generator().manual_seed(seed)  # sampling draws on the CPU
+    synchronize(device)
     t0 = time.perf_counter()
     out = L.generate(model, idx, new_tokens, generator=g, use_kv_cache=use_kv_cache)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     return time.perf_counter() - t0, out
 
 

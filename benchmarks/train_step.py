@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 from lessons_lib.cli import positive
 from lessons_lib.data import DataLoaderLite
+from lessons_lib.device import synchronize
 from lessons_lib.loop import train_step
 from lessons_lib.model import GPT, PRESETS, GPTConfig
 from lessons_lib.optim import configure_optimizer
@@ -114,11 +115,6 @@ def flops_per_token(config: GPTConfig, seq_len: int) -> float:
     return 6 * n + 12 * L * C * seq_len
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure_peak_flops(
     device: torch.device, precision: str, max_size: int = 2048, min_time: float = 0.25, tries: int = 3
 ) -> float:
@@ -134,10 +130,10 @@ def measure_peak_flops(
         b = torch.randn(size, size, device=device)
         with autocast(precision, device):
             a @ b  # first call: kernel selection, allocation
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             a @ b
-            _sync(device)
+            synchronize(device)
             elapsed = time.perf_counter() - start
         if elapsed >= min_time or size >= max_size:
             break
@@ -149,7 +145,7 @@ def measure_peak_flops(
             start = time.perf_counter()
             for _ in range(calls):
                 a @ b
-            _sync(device)
+            synchronize(device)
             best = min(best, (time.perf_counter() - start) / calls)
     return 2 * size**3 / best
 
@@ -245,11 +241,11 @@ def make_variant(
 
 
 def _time_steps(variant: Variant, steps: int, device: torch.device) -> float:
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
         variant.step()
-    _sync(device)
+    synchronize(device)
     return (time.perf_counter() - start) / steps
 
 

@@ -6,7 +6,7 @@ Command lines: ``python -m lessons_lib.train`` (train), ``.sample`` (generate te
 
 import importlib
 
-from .assets import AssetUnavailableError, cache_dir
+from .assets import AssetUnavailableError, cache_dir, lesson_file
 from .checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from .data import DataLoaderLite, load_shakespeare, shakespeare_tokens, train_val_split
 from .device import get_device
@@ -48,7 +48,7 @@ __all__ = [
     "cache_dir", "configure_optimizer", "cooccurrence_embedding", "cosine_lr", "estimate_loss",
     "evaluate_hellaswag",
     "export_hf_gpt2", "generate", "generate_text", "get_device", "get_encoding",
-    "init_embedding_from_cooccurrence", "load_checkpoint",
+    "init_embedding_from_cooccurrence", "lesson_file", "load_checkpoint",
     "load_hellaswag", "load_hf_gpt2", "load_model", "load_shakespeare", "mode", "positive_int",
     "prepare_shards", "resolve_precision", "sample_next_token", "save_checkpoint", "seed_everything",
     "shakespeare_tokens", "train_loop", "train_step", "train_val_split",

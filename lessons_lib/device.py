@@ -1,4 +1,5 @@
-"""Which device to run on: the best one here, or the one asked for (lesson 00)."""
+"""Which device to run on (the best one here, or the one asked for), what it can compute, and how to
+wait for it (lesson 00)."""
 
 from __future__ import annotations
 
@@ -29,3 +30,19 @@ def get_device(preferred: str | None = None) -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def has_float64(device: torch.device | str) -> bool:
+    """Whether ``device`` computes in float64: Apple's MPS does not (``.to("mps")`` of a float64
+    tensor raises TypeError), CPUs and CUDA GPUs do."""
+    return torch.device(device).type != "mps"
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait until ``device`` has finished the work queued on it. CUDA and MPS run kernels
+    asynchronously: a timer read without this measures how fast kernels were launched, not run."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

@@ -12,10 +12,22 @@ Several machines: run the same torchrun command on each with ``--nnodes=M --node
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+
+def torchrun_unavailable(platform: str = sys.platform) -> str | None:
+    """Why ``torchrun`` cannot start its processes on ``platform``, or None where it can.
+
+    torchrun's rendezvous uses libuv, which PyTorch's Windows wheels are built without (pytorch issue
+    139990): on Windows it fails before any process starts. Use WSL there, or one process with
+    gradient accumulation (the same gradients, lesson 10)."""
+    if platform == "win32":
+        return "torchrun's rendezvous needs libuv, which PyTorch's Windows wheels lack (pytorch issue 139990)"
+    return None
 
 
 @dataclass(frozen=True)

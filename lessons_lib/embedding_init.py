@@ -63,7 +63,7 @@ def cooccurrence_embedding(
     kept = (a >= 0) & (b >= 0)
     a, b = a[kept], b[kept]
     # both orders: the tied matrix is the input and the output layer. Only pairs that occur can
-    # have a positive PMI, so the matrix is sparse (0.4% of Tiny Shakespeare's 6,068^2 entries).
+    # have a positive PMI, so the matrix is sparse (0.4% of Tiny Shakespeare's 5,991^2 entries).
     # float64 throughout: the SVD's result then does not depend on the thread count (float32's
     # rounding differences turn into different singular vectors, and DDP's ranks must agree)
     pair, n = torch.cat([a * K + b, b * K + a]).unique(return_counts=True)

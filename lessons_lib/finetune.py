@@ -231,7 +231,7 @@ def chat(
     device = next(model.parameters()).device
     ids = encode_conversation(messages)[0] + enc.encode(_marker("assistant"))
     idx = torch.tensor([ids], dtype=torch.long, device=device)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # sampling draws on the CPU: the same on every device
     out = generate(model, idx, max_new_tokens, temperature, top_k, generator=generator, stop_token=EOT_TOKEN)
     reply = out[0, len(ids) :].tolist()
     return enc.decode(reply[: reply.index(EOT_TOKEN)] if EOT_TOKEN in reply else reply)

@@ -24,7 +24,16 @@ def sample_next_token(
     ``temperature=0`` is greedy. Top-k keeps the k most likely tokens (``0`` or ``None``: all),
     top-p the smallest set whose probability reaches p (``None``: off); both cut off the long tail
     of unlikely tokens that makes plain sampling wander off.
+
+    The draw is made on the CPU, from ``generator`` (a CPU ``torch.Generator``; ``None``: torch's
+    global one), whatever device the logits are on: a CUDA or MPS generator gives another stream
+    for the same seed, so a seeded sample would change with the device.
     """
+    if generator is not None and generator.device.type != "cpu":
+        raise UserError(
+            f"The generator is on {generator.device}; sampling draws on the CPU so that a seed gives the "
+            "same tokens on every device: pass torch.Generator().manual_seed(seed)."
+        )
     NON_NEGATIVE_NUMBER.check("temperature", temperature)
     if top_k is not None:
         NON_NEGATIVE.check("top_k (0 or None: every token)", top_k)
@@ -42,8 +51,8 @@ def sample_next_token(
         drop_sorted = cum - sorted_logits.softmax(dim=-1) >= top_p  # mass before this token already >= p
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
-    probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator)
+    probs = F.softmax(logits, dim=-1).cpu()  # (B, V): one small copy per new token
+    return torch.multinomial(probs, num_samples=1, generator=generator).to(logits.device)
 
 
 @torch.no_grad()
@@ -106,6 +115,6 @@ def generate_text(
     if not ids:
         raise UserError("The prompt is empty; give at least one character (e.g. '\\n').")
     idx = torch.tensor([ids] * num_sequences, dtype=torch.long, device=device)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # a CPU generator: the same text on every device
     out = generate(model, idx, max_new_tokens, generator=generator, **sampling)
     return [enc.decode(row.tolist()) for row in out]

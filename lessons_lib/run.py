@@ -32,7 +32,7 @@ from tqdm import tqdm
 from .assets import atomic_write
 from .checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from .data import DataLoaderLite, shakespeare_tokens, train_val_split
-from .device import get_device
+from .device import get_device, synchronize
 from .distributed import DistInfo, barrier, device_for, init_distributed
 from .embedding_init import init_embedding_from_cooccurrence
 from .fineweb import ShardedDataLoader
@@ -314,8 +314,7 @@ class Trainer:
             )  # fmt: skip
         except TrainingDivergedError as exc:
             raise TrainingDivergedError(f"{exc} Training stopped; {self._last_checkpoint()}.") from exc
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(self.device)  # a GPU's queued kernels, so the time is the step's
         seconds = time.perf_counter() - t0
         tokens = self.grad_accum_steps * self.cfg.batch_size * self.cfg.seq_len * self.dist.world_size
         metrics = {"step": self.step, "loss": result.loss, "lr": lr, "grad_norm": result.grad_norm,

@@ -76,15 +76,63 @@ def test_run_size_and_by_size(monkeypatch):
         course.run_size()
 
 
-def test_setup_sets_the_default_dtype_of_the_size(monkeypatch):
+@pytest.fixture
+def accelerator(monkeypatch):
+    """Make torch report an Apple GPU (``"mps"``) or an NVIDIA one (``"cuda"``) as present, without the
+    hardware: a tensor really sent there still raises. Restores the default dtype afterwards."""
+    monkeypatch.delenv("LESSONS_DEVICE", raising=False)
     before = torch.get_default_dtype()
-    try:
-        monkeypatch.setenv("LESSONS_SIZE", "ci")
-        assert course.setup() == "ci" and torch.get_default_dtype() == torch.float64
-        monkeypatch.setenv("LESSONS_SIZE", "full")
-        assert course.setup() == "full" and torch.get_default_dtype() == torch.float32
-    finally:
-        torch.set_default_dtype(before)
+
+    def present(kind: str) -> None:
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: kind == "mps")
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: kind == "cuda")
+
+    yield present
+    torch.set_default_dtype(before)
+
+
+@pytest.mark.parametrize("kind", ["mps", "cuda"])
+def test_ci_size_computes_on_the_cpu_in_float64_whatever_is_present(kind, accelerator, monkeypatch, capsys):
+    accelerator(kind)
+    monkeypatch.setenv("LESSONS_SIZE", "ci")
+    assert course.setup() == "ci" and capsys.readouterr().out == ""  # nothing to warn about
+    assert course.device() == torch.device("cpu") and torch.get_default_dtype() == torch.float64
+    assert course.precision() == "fp64"
+    assert torch.zeros(2).to(course.device()).dtype == torch.float64  # really goes nowhere else
+
+
+OPT_IN = [("mps", torch.float32, "fp32"), ("cuda", torch.float64, "fp64")]  # MPS has no float64
+
+
+@pytest.mark.parametrize("kind, dtype, precision", OPT_IN)
+def test_an_accelerator_at_ci_size_is_opt_in_and_says_the_numbers_differ(kind, dtype, precision, accelerator,
+                                                                         monkeypatch, capsys):  # fmt: skip
+    accelerator(kind)
+    monkeypatch.setenv("LESSONS_SIZE", "ci")
+    monkeypatch.setenv("LESSONS_DEVICE", kind)
+    course.setup()
+    out = capsys.readouterr().out.splitlines()
+    assert course.device() == torch.device(kind) and torch.get_default_dtype() == dtype
+    assert course.precision() == precision
+    name = str(dtype).removeprefix("torch.")
+    assert out == [f"LESSONS_DEVICE={kind}: this lesson computes on {kind} in {name}, so its numbers will "
+                   "differ from the stored ones (made on the CPU in float64)."]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["mps", "cuda"])
+def test_full_size_takes_the_best_device_in_float32(kind, accelerator, monkeypatch, capsys):
+    accelerator(kind)
+    monkeypatch.setenv("LESSONS_SIZE", "full")
+    assert course.setup() == "full" and capsys.readouterr().out == ""
+    assert course.device() == torch.device(kind) and torch.get_default_dtype() == torch.float32
+    assert course.precision() == "auto"
+
+
+def test_lessons_device_cpu_is_the_ci_rule_at_full_size(accelerator, monkeypatch):
+    accelerator("cuda")
+    monkeypatch.setenv("LESSONS_SIZE", "full")
+    monkeypatch.setenv("LESSONS_DEVICE", "cpu")
+    assert course.device() == torch.device("cpu")
 
 
 def _adam_steps(model, steps: int) -> None:

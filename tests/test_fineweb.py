@@ -1,6 +1,8 @@
 import importlib.util
 import json
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -70,6 +72,30 @@ def test_worker_pool_makes_the_same_shards(clean, tmp_path):
     pooled = prepare_shards(docs, tmp_path, SHARD, workers=2, progress=False)
     assert [p.name for p in pooled] == [p.name for p in paths]
     assert np.array_equal(_stream(pooled), _stream(paths))
+
+
+SPAWNED = """
+import multiprocessing, sys
+import numpy as np
+from lessons_lib.fineweb import prepare_shards
+
+if __name__ == "__main__":
+    multiprocessing.set_start_method("spawn")  # as on macOS and Windows
+    docs = [f"Document {i}: " + "lorem ipsum " * (i % 7 + 1) for i in range(60)]
+    paths = prepare_shards(docs, sys.argv[1], int(sys.argv[2]), workers=2, progress=False)
+    np.save(sys.argv[3], np.concatenate([np.load(p) for p in paths]))
+"""
+
+
+def test_worker_pool_works_when_processes_start_by_spawn(tmp_path):
+    """macOS and Windows start a pool's workers with ``spawn`` (a fresh interpreter that must import
+    what it runs), where Linux forks; forced here, the pool gives the same tokens as one process."""
+    script = tmp_path / "spawned.py"
+    script.write_text(SPAWNED)
+    out = tmp_path / "stream.npy"
+    subprocess.run([sys.executable, script, tmp_path / "shards", "500", out], check=True, timeout=120)
+    docs = [f"Document {i}: " + "lorem ipsum " * (i % 7 + 1) for i in range(60)]
+    assert np.load(out).tolist() == _expected(docs)
 
 
 def test_resume_after_a_crash_matches_a_clean_run(clean, tmp_path):

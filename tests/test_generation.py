@@ -11,9 +11,9 @@ def model(device):
 
 
 def run(model, use_kv_cache, max_new_tokens=40, seed=7, **kw):
-    """Two prompts extended on the model's device, sampled with a generator seeded there."""
+    """Two prompts extended on the model's device, sampled with a seeded CPU generator."""
     device = next(model.parameters()).device
-    g = torch.Generator(device).manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
     idx = torch.tensor([[1, 2, 3], [4, 5, 6]], device=device)
     return generate(model, idx, max_new_tokens, generator=g, use_kv_cache=use_kv_cache, **kw)
 
@@ -37,6 +37,43 @@ def test_kv_cache_logits_match_full_forward(model, device):
 def test_seeded_sampling_is_reproducible(model):
     assert torch.equal(run(model, True), run(model, True))
     assert not torch.equal(run(model, True), run(model, True, seed=8))
+
+
+def test_seeded_samples_are_the_same_tokens_on_every_device(model, device):
+    """The draw is made on the CPU from a CPU generator, so the model's device does not change the
+    tokens (on the CPU here; on a GPU with LESSONS_TEST_DEVICE=cuda, against a CPU copy)."""
+    cpu_model = GPT(model.config).eval()
+    cpu_model.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
+    assert torch.equal(run(model, True, temperature=0.8).cpu(), run(cpu_model, True, temperature=0.8))
+
+
+def test_every_sampler_draws_on_the_cpu(monkeypatch):
+    """generate (with and without the KV cache), generate_text (the sampling CLI's call) and
+    finetune.chat draw with torch.multinomial from CPU probabilities and a CPU generator."""
+    from lessons_lib.finetune import chat
+
+    draws = []
+    multinomial = torch.multinomial
+
+    def checked(probs, num_samples, *args, generator=None, **kw):
+        draws.append((probs.device.type, generator.device.type if generator is not None else "global"))
+        return multinomial(probs, num_samples, *args, generator=generator, **kw)
+
+    monkeypatch.setattr(torch, "multinomial", checked)
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=32)).eval()
+    generate_text(gpt, "Hello", num_sequences=2, max_new_tokens=3, seed=3)
+    generate_text(gpt, "Hello", num_sequences=2, max_new_tokens=3, seed=3, use_kv_cache=False)
+    chat(gpt, [{"role": "user", "content": "Hi"}], max_new_tokens=3, temperature=1.0)
+    assert len(draws) >= 7 and set(draws) == {("cpu", "cpu")}
+
+
+def test_a_generator_on_another_device_is_refused():
+    class CudaGenerator:  # what torch.Generator(device="cuda") reports, without a GPU
+        device = torch.device("cuda")
+
+    with pytest.raises(UserError, match=r"on cuda; .*pass torch\.Generator\(\)\.manual_seed\(seed\)"):
+        sample_next_token(torch.zeros(1, 3), generator=CudaGenerator())
 
 
 def test_greedy_picks_argmax():

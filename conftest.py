@@ -4,7 +4,7 @@ Each notebook is copied alone into an empty folder outside the checkout and run 
 ``lessons_lib`` installed from a wheel built from the checkout (not the editable install) and no
 ``LESSONS_*`` variable set: what Colab or a downloaded notebook sees. So a lesson that reads or
 writes a path relative to the checkout, or needs a file the wheel does not ship, fails here.
-``tools/regenerate_notebooks.py`` makes the stored outputs the same way (it imports this module).
+``tools/regenerate_notebooks.py`` makes the stored outputs the same way (``tools/learner.py``).
 
 After the session, the checkout must be as it was: a test or lesson that wrote into the repository
 fails the run (``git status`` before and after).
@@ -15,13 +15,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 from nbval.kernel import CURRENT_ENV_KERNEL_NAME, RunningKernel
 from nbval.plugin import IPyNbFile
+
+from tools.learner import install_wheel, learner_env
 
 ROOT = Path(__file__).resolve().parent
 SITE_ENV = "NOTEBOOK_SITE"  # where the wheel is installed (notebook_site)
@@ -52,34 +53,6 @@ SIMULATE_CODE = {
                       "multiprocessing.set_start_method('spawn', force=True)\n",
     "--simulate-cuda": "import torch\ntorch.cuda.is_available = lambda: True\n",
 }  # fmt: skip
-
-
-def install_wheel(dest: Path) -> Path:
-    """Build a wheel from a copy of the checkout (the build writes nothing here) and install it
-    into ``dest`` without dependencies; returns ``dest``, the folder to put on ``PYTHONPATH``."""
-    with tempfile.TemporaryDirectory(prefix="lessons-wheel-") as tmp:
-        src = Path(tmp, "src")
-        src.mkdir()
-        for name in ("pyproject.toml", "README.md"):
-            shutil.copy(ROOT / name, src / name)
-        skip = shutil.ignore_patterns("__pycache__")
-        shutil.copytree(ROOT / "lessons_lib", src / "lessons_lib", ignore=skip)
-        pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
-        subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", tmp, str(src)],
-                       check=True, stdout=subprocess.DEVNULL)  # fmt: skip
-        wheel = next(Path(tmp).glob("lessons_lib-*.whl"))
-        subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(dest), str(wheel)],
-                       check=True, stdout=subprocess.DEVNULL)  # fmt: skip
-    return dest
-
-
-def learner_env(site: str | Path, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment a lesson runs in: ``base`` (default: this process's) without any ``LESSONS_*``
-    variable or fixed hash seed, with the installed wheel first on the path."""
-    base = os.environ if base is None else base
-    env = {k: v for k, v in base.items() if not k.startswith("LESSONS_") and k != "PYTHONHASHSEED"}
-    env["PYTHONPATH"] = str(site)
-    return env
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -78,7 +78,7 @@ def test_every_figure_is_stored_as_a_picture(path):
 # What a lesson cell must not do: save into the checkout, read a path relative to it, or carry the
 # harness (figure metadata, environment variables of the tests, a device other than the lesson's).
 HARNESS = re.compile(
-    r"savefig|\.\./|[\"']data/|tests/data|metadata=|LESSONS_OFFLINE|environ\[|write_text|Generator\(device"
+    r"savefig|\.\./|[\"']data/|tests/data|metadata=|LESSONS_OFFLINE|environ\[|Generator\(device"
 )
 ONLY_IN = {"get_device(": "00"}  # lesson 00 shows the library's choice; lessons compute on course.device()
 
@@ -124,7 +124,7 @@ def test_progress_bars_are_stored_as_their_last_state(path):
 def test_lessons_run_on_the_wheel_in_an_empty_folder_without_lessons_variables(tmp_path):
     """What a notebook kernel gets (conftest.py): lessons_lib from a wheel of this checkout, with its
     lesson data, imported in an empty folder, with no LESSONS_* variable and no fixed hash seed."""
-    from conftest import install_wheel, learner_env
+    from tools.learner import install_wheel, learner_env
 
     site = install_wheel(tmp_path / "site")
     env = learner_env(site, {**os.environ, "LESSONS_SIZE": "ci", "PYTHONHASHSEED": "1"})

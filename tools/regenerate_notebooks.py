@@ -6,7 +6,7 @@ python tools/regenerate_notebooks.py                  # all notebooks
 python tools/regenerate_notebooks.py notebooks/02_*   # some
 
 Each notebook runs alone in an empty temporary folder, on ``lessons_lib`` installed from a wheel of
-this checkout, without ``LESSONS_*`` variables (``conftest.learner_env``, the settings nbval uses).
+this checkout, without ``LESSONS_*`` variables (``tools/learner.py``, the settings nbval uses).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from conftest import install_wheel, learner_env  # noqa: E402  (one definition of the lessons' setting)
+from tools.learner import install_wheel, learner_env  # noqa: E402  (one definition of the lessons' setting)
 
 # file under the repository -> (notebook stem, id of the cell whose output it is)
 EXPORTS = {
@@ -86,7 +86,8 @@ def export(nb: Path) -> None:
             png = next(o["data"]["image/png"] for o in outputs if "image/png" in o.get("data", {}))
             (ROOT / target).write_bytes(base64.b64decode(png))
         else:
-            (ROOT / target).write_text("".join("".join(o["text"]) for o in outputs if o["output_type"] == "stream"))
+            streams = ["".join(o["text"]) for o in outputs if o["output_type"] == "stream"]
+            (ROOT / target).write_text("".join(streams))
 
 
 def settle_progress_bars(nb: Path) -> None:

@@ -15,7 +15,7 @@ Reference numbers for a full run on the 10,042 validation examples (``--data val
 
 - random chance: 0.25
 - OpenAI GPT-2 124M: acc_norm 0.2955 (acc 0.2859), this completion style
-- GPT-3 124M ("Small", 300B training tokens): 0.337 (GPT-3 paper)
+- GPT-3 Small (125M parameters, 300B training tokens): 0.337 (GPT-3 paper)
 
     python -m lessons_lib.hellaswag --pretrained gpt2
     python -m lessons_lib.hellaswag --checkpoint runs/gpt2-124m/ckpt.pt --limit 1000

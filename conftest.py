@@ -12,6 +12,7 @@ fails the run (``git status`` before and after).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -90,13 +91,20 @@ def notebook_site() -> str:
     return os.environ[SITE_ENV]
 
 
-def _git_status() -> str | None:
+def _git_status() -> set[str] | None:
+    """``git status`` of the checkout, each changed file with a hash of its content (so a file that was
+    already modified and is written again counts too); None outside a git checkout."""
     try:
         done = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT,
                               capture_output=True, text=True, check=True)  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
         return None  # not a git checkout (an sdist, say): nothing to compare
-    return done.stdout
+    status = set()
+    for line in done.stdout.splitlines():
+        path = ROOT / line[3:].split(" -> ")[-1]
+        digest = hashlib.sha1(path.read_bytes()).hexdigest()[:12] if path.is_file() else "gone"
+        status.add(f"{line} ({digest})")
+    return status
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -104,8 +112,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     before = getattr(session.config, "_git_status_before", None)
     after = _git_status() if before is not None else None
     if after is not None and after != before:
-        new = sorted(set(after.splitlines()) - set(before.splitlines()))
-        session.config._repo_written = new
+        session.config._repo_written = sorted(after - before)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

@@ -71,7 +71,10 @@ def knob(default, help: str, resumable: bool = True, bounds: Bounds | None = Non
 
 @dataclass
 class RunConfig:
-    """Every setting of a training run; each field is a flag of ``python -m lessons_lib.train``."""
+    """The command line starts from ``RECIPES["shakespeare-cpu"]``, not from these defaults.
+
+    Every setting of a training run: each field is a flag of ``python -m lessons_lib.train``, whose
+    ``--help`` shows the recipe's values."""
 
     # model
     model: str = knob("cpu-small", "a GPTConfig preset: cpu-tiny, cpu-narrow, cpu-small, cpu-medium, gpt2 "
